@@ -1,0 +1,28 @@
+"""fastfit: fast, checked fitting of ReLU MLPs on the CPU.
+
+A compiled Cython core calls BLAS through scipy.linalg.cython_blas for the
+forward and backward passes, losses, optimizer updates and the whole training
+loop; ``fastfit.reference`` is the same mathematics in plain NumPy, the oracle
+the core is tested against.
+"""
+# Before anything loads SciPy's BLAS: choose its AVX-512 kernels where that is safe.
+from . import _blas_select
+
+_blas_select.select_kernels()
+
+from .network import MLP, Layer  # noqa: E402
+from .losses import BinaryCrossEntropy, Loss, SoftmaxCrossEntropy, SquaredError  # noqa: E402
+from .optim import SGD, Adam, NormalizedGD, Optimizer  # noqa: E402
+from .schedules import ConstantLR, CosineWithWarmup, ExponentialDecay, StepDecay  # noqa: E402
+from .training import NonFiniteLossError, evaluate, fit  # noqa: E402
+from .history import History  # noqa: E402
+from .config import show_config, blas_info  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP", "Layer", "Loss", "SquaredError", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
+    "SGD", "Adam", "NormalizedGD", "Optimizer", "ConstantLR", "StepDecay", "ExponentialDecay",
+    "CosineWithWarmup", "fit", "evaluate", "History", "NonFiniteLossError", "show_config",
+    "blas_info", "__version__",
+]

@@ -1,0 +1,54 @@
+"""What BLAS fastfit runs on: show_config() for people, blas_info() for programs."""
+import os
+import sys
+
+from . import _blas_select, _threads
+
+
+def _is_scipys(path):
+    """SciPy's wheels keep their OpenBLAS in scipy.libs/ (or inside scipy/ on some platforms)."""
+    return "scipy.libs" in path or (os.sep + "scipy" + os.sep) in path
+
+
+def blas_info():
+    """A dict: the kernel decision made at import, and every loaded BLAS (threadpoolctl's view).
+
+    The library fastfit calls is SciPy's (``scipy_blas``); NumPy may load its own copy.
+    """
+    import scipy.linalg.cython_blas  # noqa: F401  (make sure it is loaded)
+    libs = _threads.controller().info()
+    scipy_blas = [lib for lib in libs if lib.get("user_api") == "blas" and _is_scipys(lib.get("filepath", ""))]
+    from . import __version__
+    import numpy, scipy
+    return {
+        "fastfit": __version__,
+        "python": sys.version.split()[0],
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "kernel_decision": _blas_select.DECISION,
+        "cpu_count": _threads.cpu_count(),
+        "scipy_blas": scipy_blas[0] if scipy_blas else None,
+        "all_blas": [lib for lib in libs if lib.get("user_api") == "blas"],
+    }
+
+
+def show_config(file=None):
+    """Print the BLAS fastfit uses, its kernels and threads, and how they were chosen."""
+    file = file or sys.stdout
+    info = blas_info()
+    print(f"fastfit {info['fastfit']}  (Python {info['python']}, NumPy {info['numpy']}, SciPy {info['scipy']})", file=file)
+    print(f"cores available: {info['cpu_count']}", file=file)
+    print(f"kernel choice at import: {info['kernel_decision']}", file=file)
+    lib = info["scipy_blas"]
+    if lib is None:
+        print("BLAS used by fastfit (SciPy's): not identified by threadpoolctl", file=file)
+    else:
+        print(f"BLAS used by fastfit (SciPy's): {lib.get('internal_api')} {lib.get('version')}, "
+              f"kernels {lib.get('architecture')}, {lib.get('num_threads')} threads, "
+              f"threading {lib.get('threading_layer')}", file=file)
+        print(f"  {lib.get('filepath')}", file=file)
+    for other in info["all_blas"]:
+        if lib is not None and other.get("filepath") == lib.get("filepath"):
+            continue
+        print(f"also loaded: {other.get('internal_api')} {other.get('version')}, kernels "
+              f"{other.get('architecture')}, {other.get('num_threads')} threads ({other.get('filepath')})", file=file)
