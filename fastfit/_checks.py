@@ -45,6 +45,21 @@ def check_finite(arr, name):
         raise ValueError(f"{name} contains NaN or infinity (first at index [{where}])")
 
 
+def finite_array(arr, dtype, name):
+    """arr as a C-contiguous, finite array of dtype (arr itself when it already is one).
+
+    A value the caller gave as finite but beyond dtype's range (1e39 into float32)
+    is reported as such, not silently turned into infinity."""
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if out.dtype.kind == "f" and not np.isfinite(out).all():
+        check_finite(arr, name)  # the caller's own NaN or infinity
+        bad = np.argwhere(~np.isfinite(out))[0]
+        where = ", ".join(str(int(i)) for i in bad)
+        raise ValueError(f"{name} holds values too large for {out.dtype} (first at index [{where}])")
+    return out
+
+
 def features(X, n_features, dtype, name="X"):
     """X as a C-contiguous (n, n_features) array of dtype; the caller's array is never written to."""
     arr = _as_numeric_array(X, name)
@@ -55,9 +70,7 @@ def features(X, n_features, dtype, name="X"):
         raise ValueError(f"{name} is empty: it has 0 samples")
     if arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features but the model's input layer takes {n_features}")
-    out = np.ascontiguousarray(arr, dtype=dtype)
-    check_finite(out, name)
-    return out
+    return finite_array(arr, dtype, name)
 
 
 def positive_int(value, name, minimum=1):

@@ -76,9 +76,7 @@ def _float_targets(y, n_rows, n_outputs, dtype, name):
         expect = f"({n_rows}, {n_outputs})" + (f" or ({n_rows},)" if n_outputs == 1 else "")
         raise ValueError(f"{name} must have shape {expect} to match the {n_rows} samples and "
                          f"{n_outputs} outputs, got {arr.shape}")
-    Y = np.ascontiguousarray(arr, dtype=dtype)
-    _checks.check_finite(Y, name)
-    return Y
+    return _checks.finite_array(arr, dtype, name)
 
 
 class SquaredError(Loss):

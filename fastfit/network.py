@@ -77,7 +77,9 @@ def check_sizes(sizes):
     if len(sizes) < 2:
         raise ValueError(f"sizes needs at least an input and an output width, got {sizes!r}")
     for s in sizes:
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral) or s < 1:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"sizes must be integer layer widths, got {s!r} in {sizes!r}")
+        if s < 1:
             raise ValueError(f"sizes must be whole numbers >= 1, got {sizes!r}")
         if s > np.iinfo(np.int32).max:
             raise ValueError(f"a layer width of {s} exceeds what BLAS's 32-bit sizes can index")
@@ -174,9 +176,9 @@ class MLP:
         arr = _checks._as_numeric_array(dout, "dout")
         if arr.shape != (B, C):
             raise ValueError(f"dout must have the shape of the last forward's output {(B, C)}, got {arr.shape}")
-        _checks.check_finite(arr, "dout")
+        arr = _checks.finite_array(arr, self.dtype, "dout")
         out_start = B * sum(self.sizes[1:-1])
-        self._ws.acts[out_start:out_start + B * C] = np.asarray(arr, dtype=self.dtype).ravel()
+        self._ws.acts[out_start:out_start + B * C] = arr.ravel()
         X, self._last_X = self._last_X, None
         _core.backward(self.params, self.grads, self._dims, self._woff, self._boff, X,
                        self._ws.acts, self._ws.scratch)

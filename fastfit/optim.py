@@ -43,10 +43,16 @@ class Optimizer:
         return value
 
     def lrs(self, t0, n):
-        """Learning rates of steps t0 .. t0+n (n+1 values: the last is the look-ahead's)."""
+        """Learning rates of steps t0 .. t0+n (n+1 values: the last is the look-ahead's).
+
+        Step t0+n runs in a later call, if at all: only look-ahead methods (Nesterov)
+        evaluate the schedule there now; the others repeat step t0+n-1's value, unused.
+        """
         if not callable(self.lr):
             return np.full(n + 1, self.lr, dtype=np.float64)
-        return np.array([self.lr_at(t0 + s) for s in range(n + 1)], dtype=np.float64)
+        upto = n + 1 if n == 0 or self._needs_next_lr() else n
+        values = [self.lr_at(t0 + s) for s in range(upto)]
+        return np.array(values + values[-1:] * (n + 1 - upto), dtype=np.float64)
 
     # ---- state
 
@@ -93,12 +99,13 @@ class Optimizer:
 
     def step(self, model):
         """One update of model.params from model.grads, in place."""
+        # the schedule first: a failing one must not leave a fresh optimizer bound to the model
+        lr, lr_next = self.lr_at(self.t), self.lr_at(self.t + 1) if self._needs_next_lr() else 0.0
         self.bind(model)
         self._check_ready()
         m, v = self.state_buffers()
         b1, b2, eps = self.core_args()
-        _core.optimizer_step(self.kind, model.params, model.grads, m, v,
-                             self.lr_at(self.t), self.lr_at(self.t + 1) if self._needs_next_lr() else 0.0,
+        _core.optimizer_step(self.kind, model.params, model.grads, m, v, lr, lr_next,
                              b1, b2, eps, self.t, 1)
         self.t += 1
 
@@ -187,7 +194,9 @@ class Adam(Optimizer):
         super().__init__(lr)
         try:
             b1, b2 = betas
-        except (TypeError, ValueError):
+        except TypeError:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
+        except ValueError:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
         self.betas = (_checks.unit_interval(b1, "betas[0]"), _checks.unit_interval(b2, "betas[1]"))
         self.eps = _checks.positive_float(eps, "eps")

@@ -174,19 +174,30 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *,
     patience = _checks.positive_int(patience, "patience")
     if not (isinstance(min_delta, numbers.Real) and min_delta >= 0):
         raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
-    callbacks = list(callbacks or [])
+    if callbacks is None:
+        callbacks = []
+    elif callable(callbacks):
+        callbacks = [callbacks]
+    else:
+        try:
+            callbacks = list(callbacks)
+        except TypeError:
+            raise TypeError(f"callbacks must be a list of callables, got {callbacks!r}") from None
     for cb in callbacks:
         if not callable(cb):
             raise TypeError(f"callbacks must be callables taking the epoch's record, got {cb!r}")
     if verbose not in (0, 1, 2, "auto", True, False):
         raise ValueError(f"verbose must be 0, 1 or 'auto', got {verbose!r}")
-    optimizer.bind(model)  # raises, before any change, for a model of another shape
     optimizer.lrs(optimizer.t, 0)  # a schedule that fails, fails now
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"seed must be a non-negative integer, got {seed!r} ({exc})") from None
+    optimizer.bind(model)  # raises, before any change, for a model of another shape
 
     # ---- the fit
     ws = model.workspace(bs, target_cols=Y.shape[1] if Y.size else 0, labels=bool(labels.size))
     model._last_X = None  # the step API's stored activations are not this fit's
-    rng = np.random.default_rng(seed)
     history = History()
     progress = make_progress(verbose, epochs, n_batches * bs if drop_last else N)
     monitor = "val_loss" if val is not None else "loss"

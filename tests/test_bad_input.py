@@ -1,0 +1,690 @@
+"""The bad-input battery (issue 6, item 1; issue 2, "Done means").
+
+The compiled core trusts its inputs; the Python layer must refuse everything the
+core cannot take. For each bad argument: the exact exception type (ValueError for
+a bad value or shape, TypeError for a bad kind of object), a message naming the
+argument, no RuntimeWarning on the way, and the model (parameters, gradients,
+pending activations) and the optimizer (t, m, v, the model it is bound to,
+Nesterov's look-ahead flag) exactly as they were. Then what must be accepted:
+lists, integers, the other float dtype, batch sizes above N, read-only and
+non-contiguous arrays (same result as C-contiguous ones, never written to).
+"""
+import math
+import re
+
+import numpy as np
+import pytest
+
+import fastfit as ff
+
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
+N, D, C = 24, 4, 3
+SIZES = [D, 8, C]
+
+_rng = np.random.default_rng(2024)
+X_GOOD = _rng.standard_normal((N, D))
+LABELS = np.arange(N) % C
+Y_BIN = (_rng.random((N, C)) < 0.5).astype(np.float64)
+Y_REAL = _rng.standard_normal((N, C))
+for _a in (X_GOOD, LABELS, Y_BIN, Y_REAL):
+    _a.flags.writeable = False  # a test that writes to the shared data fails loudly
+
+LOSSES = {"ce": ff.SoftmaxCrossEntropy, "bce": ff.BinaryCrossEntropy, "se": ff.SquaredError}
+TARGETS = {"ce": LABELS, "bce": Y_BIN, "se": Y_REAL}
+
+
+# ---------------------------------------------------------------- helpers
+
+def names(exc, name):
+    """The message names the argument (as a word: "X", "y", "lr", "betas[0]" ...)."""
+    return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", str(exc)) is not None
+
+
+def snapshot(model, opt=None):
+    state = {"params_obj": model.params, "params": model.params.copy(), "grads": model.grads.copy(),
+             "last_X": model._last_X, "last_rows": model._last_rows}
+    if opt is not None:
+        state.update(t=opt.t, bound=opt._bound, lookahead=getattr(opt, "_lookahead", None),
+                     m=None if opt._m is None else opt._m.copy(),
+                     v=None if opt._v is None else opt._v.copy())
+    return state
+
+
+def assert_unchanged(before, model, opt=None):
+    assert model.params is before["params_obj"], "the parameter buffer was replaced"
+    assert model.params.tobytes() == before["params"].tobytes(), "the model's parameters changed"
+    assert model.grads.tobytes() == before["grads"].tobytes(), "the model's gradients changed"
+    assert model._last_X is before["last_X"] and model._last_rows == before["last_rows"], \
+        "the activations a pending backward needs were dropped"
+    if opt is not None:
+        assert opt.t == before["t"], "the optimizer's step count changed"
+        assert opt._bound == before["bound"], "the optimizer was bound to a model"
+        assert getattr(opt, "_lookahead", None) == before["lookahead"]
+        for key in ("m", "v"):
+            old, new = before[key], getattr(opt, "_" + key)
+            if old is None:
+                assert new is None, f"the optimizer's {key} was allocated"
+            else:
+                assert new.tobytes() == old.tobytes(), f"the optimizer's {key} changed"
+
+
+def rejected(exc, name, call, model=None, opt=None):
+    """call() raises exactly exc naming `name`, and leaves model and opt as they were."""
+    before = snapshot(model, opt) if model is not None else None
+    with pytest.raises(exc) as info:
+        call()
+    assert type(info.value) is exc, f"expected {exc.__name__}, got {type(info.value).__name__}: {info.value}"
+    assert names(info.value, name), f"the message does not name {name!r}: {info.value}"
+    if model is not None:
+        assert_unchanged(before, model, opt)
+    return info.value
+
+
+def fit(model, X, y, loss="ce", opt=None, **kw):
+    kw = {"batch_size": 8, "epochs": 1, "seed": 0, "verbose": 0, "n_threads": 1, **kw}
+    return ff.fit(model, X, y, loss=LOSSES[loss](), optimizer=opt if opt is not None else ff.Adam(1e-2), **kw)
+
+
+def fitted(X, y, loss="ce", dtype=np.float32, **kw):
+    """Parameters and loss history of a fresh model fitted for two epochs."""
+    model = ff.MLP(SIZES, dtype=dtype, seed=0)
+    history = fit(model, X, y, loss, ff.Adam(1e-2), **{"epochs": 2, **kw})
+    return model.params.copy(), list(history["loss"])
+
+
+def assert_same_fit(a, b):
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1]
+
+
+def read_only(a):
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+
+
+@pytest.fixture(params=["fresh-adam", "warm-adam", "warm-nesterov"])
+def setup(request):
+    """A model and an optimizer: fresh, or after a fit with a forward pass pending."""
+    model = ff.MLP(SIZES, seed=0)
+    if request.param == "fresh-adam":
+        return model, ff.Adam(1e-2)
+    opt = ff.Adam(1e-2) if request.param == "warm-adam" else ff.SGD(0.05, momentum=0.9, nesterov=True)
+    fit(model, X_GOOD, LABELS, opt=opt)
+    model.forward(X_GOOD[:5])
+    assert opt.t > 0 and opt._m is not None and opt._m.any()
+    return model, opt
+
+
+# ---------------------------------------------------------------- X
+
+def _with(value, index):
+    def make():
+        X = np.array(X_GOOD)
+        X[index] = value
+        return X
+    return make
+
+
+BAD_X = {
+    "nan": (_with(np.nan, (3, 1)), ValueError),
+    "inf": (_with(np.inf, (0, 0)), ValueError),
+    "-inf": (_with(-np.inf, (N - 1, D - 1)), ValueError),
+    "nan-float32": (lambda: _with(np.nan, (5, 2))().astype(np.float32), ValueError),
+    "too-large-for-float32": (_with(1e39, (2, 2)), ValueError),
+    "too-many-features": (lambda: np.zeros((N, D + 1)), ValueError),
+    "too-few-features": (lambda: np.zeros((N, D - 1)), ValueError),
+    "1-D": (lambda: X_GOOD[0].copy(), ValueError),
+    "3-D": (lambda: X_GOOD[None].copy(), ValueError),
+    "scalar": (lambda: 1.0, ValueError),
+    "empty": (lambda: np.empty((0, D)), ValueError),
+    "empty-list": (lambda: [], ValueError),
+    "object": (lambda: X_GOOD.astype(object), TypeError),
+    "string": (lambda: X_GOOD.astype(str), TypeError),
+    "complex": (lambda: X_GOOD.astype(np.complex128), TypeError),
+    "bool": (lambda: X_GOOD > 0, TypeError),
+    "ragged-list": (lambda: [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0]], TypeError),
+    "None": (lambda: None, TypeError),
+}
+
+X_ENTRIES = {
+    "fit": (lambda m, o, X: fit(m, X, LABELS, opt=o), "X"),
+    "forward": (lambda m, o, X: m.forward(X), "X"),
+    "predict": (lambda m, o, X: m.predict(X), "X"),
+    "evaluate": (lambda m, o, X: ff.evaluate(m, X, LABELS, ff.SoftmaxCrossEntropy()), "X"),
+    "validation_data": (lambda m, o, X: fit(m, X_GOOD, LABELS, opt=o, validation_data=(X, LABELS)),
+                        "validation_data"),
+}
+
+
+@pytest.mark.parametrize("entry", X_ENTRIES)
+@pytest.mark.parametrize("case", BAD_X)
+def test_bad_X(case, entry, setup):
+    model, opt = setup
+    make, exc = BAD_X[case]
+    call, name = X_ENTRIES[entry]
+    rejected(exc, name, lambda: call(model, opt, make()), model, opt)
+
+
+def test_too_large_for_float32_is_reported_as_such():
+    err = rejected(ValueError, "X", lambda: ff.MLP(SIZES).forward(_with(1e39, (2, 2))()))
+    assert "too large" in str(err) and "[2, 2]" in str(err)
+
+
+def test_failed_forward_keeps_the_pending_activations():
+    model = ff.MLP(SIZES, seed=1)
+    twin = model.copy()
+    dout = _rng.standard_normal((6, C))
+    model.forward(X_GOOD[:6])
+    rejected(ValueError, "X", lambda: model.forward(np.zeros((9, D + 1))), model)
+    model.backward(dout)
+    twin.forward(X_GOOD[:6])
+    twin.backward(dout)
+    np.testing.assert_array_equal(model.grads, twin.grads)
+
+
+# ---------------------------------------------------------------- y
+
+def _labels(values, dtype=None):
+    return lambda: np.array(values, dtype=dtype)
+
+
+def _targets_with(base, value, index):
+    def make():
+        Y = np.array(base)
+        Y[index] = value
+        return Y
+    return make
+
+
+BAD_Y = {
+    # softmax cross-entropy: integer labels in [0, C)
+    "ce-nan": ("ce", _targets_with(LABELS.astype(float), np.nan, 4), ValueError),
+    "ce-inf": ("ce", _targets_with(LABELS.astype(float), np.inf, 0), ValueError),
+    "ce-label-C": ("ce", _targets_with(LABELS, C, 7), ValueError),
+    "ce-label-negative": ("ce", _targets_with(LABELS, -1, 7), ValueError),
+    "ce-label-huge-uint": ("ce", lambda: np.full(N, 2**63, dtype=np.uint64), ValueError),
+    "ce-non-integer": ("ce", _targets_with(LABELS.astype(float), 1.5, 2), ValueError),
+    "ce-short": ("ce", lambda: LABELS[:-1].copy(), ValueError),
+    "ce-long": ("ce", lambda: np.append(LABELS, 0), ValueError),
+    "ce-one-hot": ("ce", lambda: np.eye(C)[LABELS], ValueError),
+    "ce-3-D": ("ce", lambda: LABELS.reshape(N, 1, 1), ValueError),
+    "ce-empty": ("ce", lambda: np.empty(0, dtype=int), ValueError),
+    "ce-scalar": ("ce", lambda: 1, ValueError),
+    "ce-object": ("ce", lambda: LABELS.astype(object), TypeError),
+    "ce-string": ("ce", lambda: LABELS.astype(str), TypeError),
+    "ce-complex": ("ce", lambda: LABELS.astype(np.complex128), TypeError),
+    "ce-bool": ("ce", lambda: LABELS > 0, TypeError),
+    "ce-None": ("ce", lambda: None, TypeError),
+    # binary cross-entropy: targets in [0, 1], one column per output
+    "bce-above-1": ("bce", _targets_with(Y_BIN, 1.5, (3, 1)), ValueError),
+    "bce-below-0": ("bce", _targets_with(Y_BIN, -0.5, (0, 2)), ValueError),
+    "bce-nan": ("bce", _targets_with(Y_BIN, np.nan, (1, 1)), ValueError),
+    "bce-inf": ("bce", _targets_with(Y_BIN, np.inf, (1, 1)), ValueError),
+    "bce-labels": ("bce", lambda: LABELS.copy(), ValueError),   # (N,) for C outputs; labels are not targets
+    "bce-too-many-columns": ("bce", lambda: np.zeros((N, C + 1)), ValueError),
+    "bce-short": ("bce", lambda: Y_BIN[:-1].copy(), ValueError),
+    "bce-bool": ("bce", lambda: Y_BIN > 0.5, TypeError),
+    # squared error: real targets (N, C)
+    "se-nan": ("se", _targets_with(Y_REAL, np.nan, (2, 0)), ValueError),
+    "se-inf": ("se", _targets_with(Y_REAL, np.inf, (2, 0)), ValueError),
+    "se-minus-inf": ("se", _targets_with(Y_REAL, -np.inf, (N - 1, C - 1)), ValueError),
+    "se-too-large-for-float32": ("se", _targets_with(Y_REAL, -1e39, (5, 1)), ValueError),
+    "se-1-D": ("se", lambda: Y_REAL[:, 0].copy(), ValueError),
+    "se-too-few-columns": ("se", lambda: Y_REAL[:, :-1].copy(), ValueError),
+    "se-long": ("se", lambda: np.vstack([Y_REAL, Y_REAL[:1]]), ValueError),
+    "se-transposed": ("se", lambda: Y_REAL.T.copy(), ValueError),
+    "se-object": ("se", lambda: Y_REAL.astype(object), TypeError),
+    "se-complex": ("se", lambda: Y_REAL.astype(np.complex64), TypeError),
+    "se-string": ("se", lambda: Y_REAL.astype(str), TypeError),
+}
+
+Y_ENTRIES = {
+    "fit": (lambda m, o, loss, y: fit(m, X_GOOD, y, loss, opt=o), "y"),
+    "evaluate": (lambda m, o, loss, y: ff.evaluate(m, X_GOOD, y, LOSSES[loss]()), "y"),
+    "value_and_grad": (lambda m, o, loss, y: LOSSES[loss]().value_and_grad(np.zeros((N, C), np.float32), y), "y"),
+    "validation_data": (lambda m, o, loss, y: fit(m, X_GOOD, TARGETS[loss], loss, opt=o,
+                                                  validation_data=(X_GOOD, y)), "validation_data"),
+}
+
+
+@pytest.mark.parametrize("entry", Y_ENTRIES)
+@pytest.mark.parametrize("case", BAD_Y)
+def test_bad_y(case, entry, setup):
+    model, opt = setup
+    loss, make, exc = BAD_Y[case]
+    call, name = Y_ENTRIES[entry]
+    rejected(exc, name, lambda: call(model, opt, loss, make()), model, opt)
+
+
+# ---------------------------------------------------------------- batch size, epochs
+
+# (lists, not dicts: 0 == False and 8.0 == np.float64(8) would collapse as keys)
+BAD_BATCH = [(0, ValueError), (-1, ValueError), (-64, ValueError), (2.5, TypeError), (8.0, TypeError),
+             ("8", TypeError), (True, TypeError), (np.float64(8), TypeError), (np.int64(0), ValueError)]
+
+
+@pytest.mark.parametrize("batch_size,exc", BAD_BATCH, ids=repr)
+def test_bad_batch_size_in_fit(batch_size, exc, setup):
+    model, opt = setup
+    rejected(exc, "batch_size", lambda: fit(model, X_GOOD, LABELS, opt=opt, batch_size=batch_size), model, opt)
+
+
+@pytest.mark.parametrize("batch_size,exc", BAD_BATCH, ids=repr)
+def test_bad_batch_size_in_predict(batch_size, exc):
+    model = ff.MLP(SIZES)
+    rejected(exc, "batch_size", lambda: model.predict(X_GOOD, batch_size=batch_size), model)
+
+
+BAD_EPOCHS = [(0, ValueError), (-1, ValueError), (1.5, TypeError), (2.0, TypeError), ("2", TypeError),
+              (None, TypeError), (False, TypeError)]
+
+
+@pytest.mark.parametrize("epochs,exc", BAD_EPOCHS, ids=repr)
+def test_bad_epochs(epochs, exc, setup):
+    model, opt = setup
+    rejected(exc, "epochs", lambda: fit(model, X_GOOD, LABELS, opt=opt, epochs=epochs), model, opt)
+
+
+def test_batch_size_above_n_is_one_full_batch():
+    full = fitted(X_GOOD, LABELS, batch_size=None)
+    assert_same_fit(fitted(X_GOOD, LABELS, batch_size=N), full)
+    assert_same_fit(fitted(X_GOOD, LABELS, batch_size=N + 1), full)
+    assert_same_fit(fitted(X_GOOD, LABELS, batch_size=10 ** 6), full)
+
+
+def test_numpy_integer_batch_size_and_epochs_are_accepted():
+    assert_same_fit(fitted(X_GOOD, LABELS, batch_size=np.int64(8), epochs=np.int32(2)),
+                    fitted(X_GOOD, LABELS, batch_size=8, epochs=2))
+
+
+# ---------------------------------------------------------------- optimizer hyper-parameters
+
+OPTIMIZERS = {
+    "SGD": lambda lr=0.1, **kw: ff.SGD(lr, **kw),
+    "Adam": lambda lr=1e-3, **kw: ff.Adam(lr, **kw),
+    "NormalizedGD": lambda lr=0.1, **kw: ff.NormalizedGD(lr, **kw),
+}
+BAD_LR = [(0, ValueError), (0.0, ValueError), (-1e-3, ValueError), (math.nan, ValueError),
+          (math.inf, ValueError), (-math.inf, ValueError), (np.float32("nan"), ValueError),
+          ("0.1", TypeError), (None, TypeError), (True, TypeError), (1j, TypeError)]
+
+
+@pytest.mark.parametrize("lr,exc", BAD_LR, ids=repr)
+@pytest.mark.parametrize("opt", OPTIMIZERS)
+def test_bad_learning_rate(opt, lr, exc):
+    rejected(exc, "lr", lambda: OPTIMIZERS[opt](lr))
+
+
+BAD_COEF = [(-0.1, ValueError), (1.0, ValueError), (1, ValueError), (1.5, ValueError),
+            (math.nan, ValueError), (math.inf, ValueError), (None, TypeError), ("0.9", TypeError),
+            (True, TypeError)]
+
+
+@pytest.mark.parametrize("momentum,exc", BAD_COEF, ids=repr)
+def test_bad_momentum(momentum, exc):
+    rejected(exc, "momentum", lambda: ff.SGD(0.1, momentum=momentum))
+    rejected(exc, "momentum", lambda: ff.SGD(0.1, momentum=momentum, nesterov=True))
+
+
+@pytest.mark.parametrize("value,exc", BAD_COEF, ids=repr)
+@pytest.mark.parametrize("which", [0, 1])
+def test_bad_beta(which, value, exc):
+    betas = [0.9, 0.999]
+    betas[which] = value
+    rejected(exc, "betas", lambda: ff.Adam(1e-3, betas=tuple(betas)))
+
+
+@pytest.mark.parametrize("betas,exc", [((0.9,), ValueError), ((0.9, 0.9, 0.9), ValueError), ((), ValueError),
+                                       (0.9, TypeError), (None, TypeError)], ids=repr)
+def test_betas_not_a_pair(betas, exc):
+    rejected(exc, "betas", lambda: ff.Adam(1e-3, betas=betas))
+
+
+BAD_EPS = [(0, ValueError), (0.0, ValueError), (-1e-8, ValueError), (math.nan, ValueError),
+           (math.inf, ValueError), ("1e-8", TypeError), (None, TypeError)]
+
+
+@pytest.mark.parametrize("eps,exc", BAD_EPS, ids=repr)
+@pytest.mark.parametrize("opt", ["Adam", "NormalizedGD"])
+def test_bad_eps(opt, eps, exc):
+    rejected(exc, "eps", lambda: OPTIMIZERS[opt](eps=eps))
+
+
+def test_boundary_coefficients_are_accepted():
+    ff.SGD(0.1, momentum=0.0)
+    ff.Adam(1e-3, betas=(0.0, 0.0))
+    ff.Adam(1e-3, betas=[0.9, 0.999])
+    ff.SGD(np.float32(0.1), momentum=np.float64(0.5), nesterov=True)
+
+
+# ---------------------------------------------------------------- the model's construction
+
+BAD_SIZES = [([], ValueError), ([4], ValueError), ((4,), ValueError), ([4, 0, 3], ValueError),
+             ([0, 3], ValueError), ([4, 8, 0], ValueError), ([4, -2, 3], ValueError),
+             ([4, 2.5, 3], TypeError), ([4, 8.0, 3], TypeError), ([4, True, 3], TypeError),
+             ([4, "8", 3], TypeError), ([4, None, 3], TypeError), (None, TypeError), (5, TypeError),
+             ("abc", TypeError)]
+
+
+@pytest.mark.parametrize("sizes,exc", BAD_SIZES, ids=repr)
+def test_bad_sizes(sizes, exc):
+    rejected(exc, "sizes", lambda: ff.MLP(sizes))
+
+
+BAD_DTYPES = [int, np.int32, np.int64, np.float16, "float16", np.complex128, bool, object, "bogus",
+              np.uint8]
+if np.dtype(np.longdouble) != np.dtype(np.float64):
+    BAD_DTYPES.append(np.longdouble)
+
+
+@pytest.mark.parametrize("dtype", BAD_DTYPES, ids=repr)
+def test_bad_dtype(dtype):
+    rejected(TypeError, "dtype", lambda: ff.MLP(SIZES, dtype=dtype))
+
+
+def test_sizes_as_numpy_integers_are_accepted():
+    model = ff.MLP(np.array(SIZES, dtype=np.int64), dtype="float64")
+    assert model.sizes == tuple(SIZES) and model.dtype == np.float64
+
+
+# ---------------------------------------------------------------- backward and value_and_grad
+
+def test_backward_before_forward():
+    model = ff.MLP(SIZES)
+    rejected(RuntimeError, "forward", lambda: model.backward(np.zeros((5, C))), model)
+
+
+def test_backward_twice_after_one_forward():
+    model = ff.MLP(SIZES)
+    model.forward(X_GOOD[:5])
+    model.backward(np.ones((5, C)))
+    rejected(RuntimeError, "forward", lambda: model.backward(np.ones((5, C))), model)
+
+
+B = 6
+BAD_DOUT = {
+    "more-rows": (lambda: np.zeros((B + 1, C)), ValueError),
+    "fewer-rows": (lambda: np.zeros((B - 1, C)), ValueError),
+    "more-columns": (lambda: np.zeros((B, C + 1)), ValueError),
+    "transposed": (lambda: np.zeros((C, B)), ValueError),
+    "flat": (lambda: np.zeros(B * C), ValueError),
+    "3-D": (lambda: np.zeros((1, B, C)), ValueError),
+    "scalar": (lambda: 0.0, ValueError),
+    "nan": (_targets_with(np.zeros((B, C)), np.nan, (1, 2)), ValueError),
+    "inf": (_targets_with(np.zeros((B, C)), -np.inf, (0, 0)), ValueError),
+    "too-large-for-float32": (_targets_with(np.zeros((B, C)), 1e39, (0, 0)), ValueError),
+    "object": (lambda: np.zeros((B, C), dtype=object), TypeError),
+    "string": (lambda: np.zeros((B, C)).astype(str), TypeError),
+    "complex": (lambda: np.zeros((B, C), dtype=complex), TypeError),
+    "bool": (lambda: np.zeros((B, C), dtype=bool), TypeError),
+    "None": (lambda: None, TypeError),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DOUT)
+def test_bad_dout_leaves_the_forward_usable(case):
+    make, exc = BAD_DOUT[case]
+    model = ff.MLP(SIZES, seed=3)
+    model.grads[:] = 7.0  # whatever the last backward left
+    twin = model.copy()
+    model.forward(X_GOOD[:B])
+    rejected(exc, "dout", lambda: model.backward(make()), model)
+    dout = _rng.standard_normal((B, C))
+    model.backward(dout)  # the failed call consumed nothing
+    twin.forward(X_GOOD[:B])
+    twin.backward(dout)
+    np.testing.assert_array_equal(model.grads, twin.grads)
+
+
+BAD_OUT = {
+    "1-D": (lambda: np.zeros(N), ValueError),
+    "3-D": (lambda: np.zeros((1, N, C)), ValueError),
+    "no-rows": (lambda: np.zeros((0, C)), ValueError),
+    "no-columns": (lambda: np.zeros((N, 0)), ValueError),
+    "scalar": (lambda: 0.0, ValueError),
+    "nan": (_targets_with(np.zeros((N, C)), np.nan, (3, 1)), ValueError),
+    "inf": (_targets_with(np.zeros((N, C)), np.inf, (3, 1)), ValueError),
+    "object": (lambda: np.zeros((N, C), dtype=object), TypeError),
+    "complex": (lambda: np.zeros((N, C), dtype=complex), TypeError),
+    "bool": (lambda: np.zeros((N, C), dtype=bool), TypeError),
+    "None": (lambda: None, TypeError),
+}
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("case", BAD_OUT)
+def test_bad_out_in_value_and_grad(case, loss):
+    make, exc = BAD_OUT[case]
+    rejected(exc, "out", lambda: LOSSES[loss]().value_and_grad(make(), TARGETS[loss]))
+
+
+@pytest.mark.parametrize("loss", ["se", "bce"])
+def test_value_and_grad_targets_for_fewer_outputs(loss):
+    rejected(ValueError, "y", lambda: LOSSES[loss]().value_and_grad(np.zeros((N, C - 1)), TARGETS[loss]))
+
+
+def test_value_and_grad_labels_beyond_fewer_outputs():
+    rejected(ValueError, "y", lambda: ff.SoftmaxCrossEntropy().value_and_grad(np.zeros((N, C - 1)), LABELS))
+
+
+# ---------------------------------------------------------------- an optimizer used on a second model
+
+OPT_KINDS = {
+    "sgd": lambda: ff.SGD(0.05),
+    "momentum": lambda: ff.SGD(0.05, momentum=0.9),
+    "nesterov": lambda: ff.SGD(0.05, momentum=0.9, nesterov=True),
+    "adam": lambda: ff.Adam(1e-2),
+    "normalized": lambda: ff.NormalizedGD(0.05, eps=1e-4),
+}
+OTHER_MODELS = {
+    "narrower": lambda: ff.MLP([D, 5, C], seed=1),
+    "deeper": lambda: ff.MLP([D, 8, 8, C], seed=1),
+    "float64": lambda: ff.MLP(SIZES, dtype=np.float64, seed=1),
+}
+
+
+@pytest.mark.parametrize("other", OTHER_MODELS)
+@pytest.mark.parametrize("kind", OPT_KINDS)
+@pytest.mark.parametrize("entry", ["step", "fit"])
+def test_optimizer_refuses_a_second_model(entry, kind, other):
+    first, opt = ff.MLP(SIZES, seed=0), OPT_KINDS[kind]()
+    fit(first, X_GOOD, LABELS, opt=opt)
+    second = OTHER_MODELS[other]()
+    second.forward(X_GOOD[:5])
+    second.backward(np.ones((5, C)))
+    second.forward(X_GOOD[:5])  # pending, must survive the refusal
+    before_first = snapshot(first)
+    call = (lambda: opt.step(second)) if entry == "step" else (lambda: fit(second, X_GOOD, LABELS, opt=opt))
+    rejected(ValueError, "optimizer", call, second, opt)
+    assert_unchanged(before_first, first)
+
+
+# ---------------------------------------------------------------- learning-rate schedules
+
+@pytest.mark.parametrize("bad", [math.nan, -0.5, math.inf, -math.inf], ids=repr)
+def test_schedule_going_bad_during_a_fit(bad):
+    model, opt = ff.MLP(SIZES, seed=0), ff.SGD(lambda t: 0.01 if t < 5 else bad, momentum=0.5)
+    err = rejected(ValueError, "lr", lambda: fit(model, X_GOOD, LABELS, opt=opt, batch_size=4, epochs=3))
+    assert re.search(r"\bstep 5\b", str(err)), str(err)
+    assert opt.t <= 5, "a step ran with the bad learning rate"
+    assert np.isfinite(model.params).all()
+
+
+@pytest.mark.parametrize("bad", [math.nan, -0.5], ids=repr)
+def test_schedule_bad_at_the_next_step_of_a_fit(bad):
+    """Bad from step 3 on, and the optimizer already took steps 0-2: nothing changes."""
+    model, opt = ff.MLP(SIZES, seed=0), ff.Adam(lambda t: 0.01 if t < 3 else bad)
+    fit(model, X_GOOD, LABELS, opt=opt, batch_size=8, epochs=1)
+    assert opt.t == 3
+    err = rejected(ValueError, "lr", lambda: fit(model, X_GOOD, LABELS, opt=opt), model, opt)
+    assert re.search(r"\bstep 3\b", str(err)), str(err)
+
+
+@pytest.mark.parametrize("value,exc", [("x", TypeError), (None, TypeError), (np.array([0.1, 0.2]), TypeError),
+                                       (math.nan, ValueError), (-1.0, ValueError)], ids=repr)
+@pytest.mark.parametrize("kind", ["sgd", "nesterov", "adam", "normalized"])
+def test_schedule_bad_in_step(kind, value, exc):
+    opt = {"sgd": lambda s: ff.SGD(s), "nesterov": lambda s: ff.SGD(s, momentum=0.9, nesterov=True),
+           "adam": lambda s: ff.Adam(s), "normalized": lambda s: ff.NormalizedGD(s)}[kind](lambda t: value)
+    model = ff.MLP(SIZES)
+    model.forward(X_GOOD[:5])
+    model.backward(np.ones((5, C)))
+    err = rejected(exc, "lr", lambda: opt.step(model), model, opt)  # a fresh optimizer stays unbound
+    assert re.search(r"\bstep 0\b", str(err)), str(err)
+
+
+def test_nesterov_schedule_bad_at_the_look_ahead_step():
+    """Nesterov's step t needs lr(t+1) too: a bad one refuses the step before it starts."""
+    opt = ff.SGD(lambda t: 0.1 if t == 0 else math.nan, momentum=0.9, nesterov=True)
+    model = ff.MLP(SIZES)
+    model.forward(X_GOOD[:5])
+    model.backward(np.ones((5, C)))
+    err = rejected(ValueError, "lr", lambda: opt.step(model), model, opt)
+    assert re.search(r"\bstep 1\b", str(err)), str(err)
+
+
+def test_schedule_bad_at_the_first_step_of_a_fit_leaves_a_fresh_optimizer_unbound():
+    model, opt = ff.MLP(SIZES), ff.Adam(lambda t: math.nan)
+    rejected(ValueError, "lr", lambda: fit(model, X_GOOD, LABELS, opt=opt), model, opt)
+
+
+@pytest.mark.parametrize("seed,exc", [(-1, ValueError), ("a", TypeError), (1.5, TypeError)], ids=repr)
+def test_bad_seed_in_fit(seed, exc, setup):
+    model, opt = setup
+    rejected(exc, "seed", lambda: fit(model, X_GOOD, LABELS, opt=opt, seed=seed), model, opt)
+
+
+# ---------------------------------------------------------------- accepted: lists, integers, other dtypes
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_python_lists_give_the_same_fit(loss):
+    y = TARGETS[loss]
+    assert_same_fit(fitted(X_GOOD.tolist(), y.tolist(), loss), fitted(X_GOOD, y, loss))
+
+
+def test_python_lists_in_the_step_api():
+    model = ff.MLP(SIZES)
+    np.testing.assert_array_equal(model.predict(X_GOOD.tolist()), model.predict(X_GOOD))
+    out = model.forward(X_GOOD[:5].tolist())
+    np.testing.assert_array_equal(out, model.forward(X_GOOD[:5]))
+    loss = ff.SoftmaxCrossEntropy()
+    v1, g1 = loss.value_and_grad(out.tolist(), LABELS[:5].tolist())
+    v2, g2 = loss.value_and_grad(out.astype(np.float64), LABELS[:5])
+    assert v1 == v2
+    np.testing.assert_array_equal(g1, g2)
+    model.backward(g1.tolist())
+
+
+@pytest.mark.parametrize("int_dtype", [np.int8, np.uint16, np.int32, np.int64])
+def test_integer_X_is_converted(int_dtype):
+    Xi = np.round(X_GOOD * 3).astype(int_dtype) if np.dtype(int_dtype).kind == "i" else \
+        np.abs(np.round(X_GOOD * 3)).astype(int_dtype)
+    assert_same_fit(fitted(Xi, LABELS), fitted(Xi.astype(np.float32), LABELS))
+    model = ff.MLP(SIZES)
+    np.testing.assert_array_equal(model.predict(Xi), model.predict(Xi.astype(np.float32)))
+
+
+@pytest.mark.parametrize("label_dtype", [np.int8, np.uint8, np.int32, np.int64, np.float32, np.float64])
+def test_labels_of_any_integer_valued_dtype(label_dtype):
+    assert_same_fit(fitted(X_GOOD, LABELS.astype(label_dtype)), fitted(X_GOOD, LABELS))
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("model_dtype,data_dtype", [(np.float32, np.float64), (np.float64, np.float32),
+                                                    (np.float32, np.float16)])
+def test_data_of_another_dtype_is_converted(model_dtype, data_dtype, loss):
+    X = X_GOOD.astype(data_dtype)
+    y = TARGETS[loss] if loss == "ce" else TARGETS[loss].astype(data_dtype)
+    pre_y = y if loss == "ce" else y.astype(model_dtype)
+    assert_same_fit(fitted(X, y, loss, dtype=model_dtype), fitted(X.astype(model_dtype), pre_y, loss, dtype=model_dtype))
+    model = ff.MLP(SIZES, dtype=model_dtype)
+    out = model.predict(X)
+    assert out.dtype == np.dtype(model_dtype)
+    np.testing.assert_array_equal(out, model.predict(X.astype(model_dtype)))
+
+
+# ---------------------------------------------------------------- accepted: read-only, non-contiguous
+
+def _layout(a, kind):
+    """An array equal to a, laid out as `kind`."""
+    a = np.asarray(a)
+    if kind == "read-only":
+        return read_only(a)
+    if kind == "fortran":
+        return np.asfortranarray(a)
+    if kind == "strided-rows":
+        return np.repeat(a, 2, axis=0)[::2]
+    if kind == "strided-columns":
+        return np.repeat(a, 2, axis=1)[:, ::2] if a.ndim == 2 else np.repeat(a, 3)[::3]
+    if kind == "reversed":
+        return a[::-1].copy()[::-1]
+    if kind == "read-only-strided":
+        out = np.repeat(a, 2, axis=0)[::2]
+        out.flags.writeable = False
+        return out
+    if kind == "read-only-fortran":
+        out = np.asfortranarray(a)
+        out.flags.writeable = False
+        return out
+    raise AssertionError(kind)
+
+
+LAYOUTS = ["read-only", "fortran", "strided-rows", "strided-columns", "reversed", "read-only-strided",
+           "read-only-fortran"]
+
+
+class Untouched:
+    """Remembers arrays' bytes and flags; check() asserts they are bit-identical."""
+
+    def __init__(self, *arrays):
+        self.saved = [(a, a.tobytes(), a.flags.writeable, a.strides) for a in arrays]
+
+    def check(self):
+        for a, data, writeable, strides in self.saved:
+            assert a.tobytes() == data, "an input array was written to"
+            assert a.flags.writeable == writeable and a.strides == strides
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_layouts_in_fit(layout, loss):
+    # float32 data and intp labels: the dtype the core takes, so nothing forces a copy
+    X = X_GOOD.astype(np.float32)
+    y = TARGETS[loss].astype(np.intp if loss == "ce" else np.float32)
+    Xl, yl = _layout(X, layout), _layout(y, layout)
+    assert np.array_equal(Xl, X) and np.array_equal(yl, y)
+    guard = Untouched(Xl, yl)
+    assert_same_fit(fitted(Xl, yl, loss), fitted(X, y, loss))
+    assert_same_fit(fitted(Xl, yl, loss, validation_data=(Xl, yl)), fitted(X, y, loss, validation_data=(X, y)))
+    guard.check()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_read_only_C_contiguous_float32_everything(layout):
+    """The arrays the core could be handed as they are: every entry point, never written to."""
+    model, twin = ff.MLP(SIZES, seed=5), ff.MLP(SIZES, seed=5)
+    X = X_GOOD[:B].astype(np.float32)
+    dout = _rng.standard_normal((B, C)).astype(np.float32)
+    labels = LABELS[:B].astype(np.intp)
+    Xl, doutl, labelsl = _layout(X, layout), _layout(dout, layout), _layout(labels, layout)
+    guard = Untouched(Xl, doutl, labelsl)
+
+    np.testing.assert_array_equal(model.predict(Xl), twin.predict(X))
+    np.testing.assert_array_equal(model.predict(Xl, batch_size=4), twin.predict(X, batch_size=4))
+    out, out_twin = model.forward(Xl), twin.forward(X)
+    np.testing.assert_array_equal(out, out_twin)
+    outl = _layout(out, layout)
+    guard_out = Untouched(outl)
+    loss = ff.SoftmaxCrossEntropy()
+    v, g = loss.value_and_grad(outl, labelsl)
+    v_twin, g_twin = loss.value_and_grad(out_twin, labels)
+    assert v == v_twin
+    np.testing.assert_array_equal(g, g_twin)
+    model.backward(doutl)
+    twin.backward(dout)
+    np.testing.assert_array_equal(model.grads, twin.grads)
+    assert ff.evaluate(model, Xl, labelsl, loss) == ff.evaluate(twin, X, labels, loss)
+    guard.check()
+    guard_out.check()
