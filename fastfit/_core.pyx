@@ -20,7 +20,6 @@ transpose. So every product below is the column-major statement of the
 row-major formula, and no array is ever copied or transposed.
 """
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.math cimport sqrt, exp, log, log1p, fabs, isfinite
 from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport sgemm, dgemm
@@ -32,7 +31,21 @@ cdef extern from "math.h" nogil:
     float sqrtf(float)
     float fabsf(float)
 
-# Codes shared with the Python layer (losses.py, optim.py).
+cdef extern from "kernels.h" nogil:
+    void ff_update_f32(int kind, float *p, const float *g, float *m, float *v, size_t n,
+                       double lr, double beta1, double beta2, double eps,
+                       double c1, double c2, double keep, double move, int n_threads)
+    void ff_update_f64(int kind, double *p, const double *g, double *m, double *v, size_t n,
+                       double lr, double beta1, double beta2, double eps,
+                       double c1, double c2, double keep, double move, int n_threads)
+    void ff_bias_act_f32(float *f, const float *bias, size_t rows, size_t cols, int relu)
+    void ff_bias_act_f64(double *f, const double *bias, size_t rows, size_t cols, int relu)
+    void ff_colsum_f32(const float *d, size_t rows, size_t cols, float *db)
+    void ff_colsum_f64(const double *d, size_t rows, size_t cols, double *db)
+    void ff_mask_colsum_f32(const float *dh, float *h, size_t rows, size_t cols, float *db)
+    void ff_mask_colsum_f64(const double *dh, double *h, size_t rows, size_t cols, double *db)
+
+# Codes shared with the Python layer (losses.py, optim.py) and csrc/kernels.h.
 LOSS_SQUARED_ERROR = 0
 LOSS_SOFTMAX_CROSS_ENTROPY = 1
 LOSS_BINARY_CROSS_ENTROPY = 2
@@ -41,11 +54,6 @@ OPT_MOMENTUM = 1
 OPT_NESTEROV = 2
 OPT_ADAM = 3
 OPT_NORMALIZED = 4
-
-# Element-wise optimizer loops go parallel only above this many parameters:
-# below it, waking threads costs more than the loop (measured in benchmarks/).
-cdef Py_ssize_t PARALLEL_MIN_PARAMS = 1 << 17
-
 
 # ---------------------------------------------------------------- BLAS glue
 
@@ -79,9 +87,7 @@ cdef void forward_pass(int L, const int* dims, const Py_ssize_t* woff,
     """F_k = H_k @ W_k.T + b_k; H_{k+1} = relu(F_k); the last layer stays linear."""
     cdef const floating* h = X
     cdef floating* f
-    cdef const floating* bias
-    cdef Py_ssize_t i, j, k, din, dout
-    cdef floating z
+    cdef Py_ssize_t k, din, dout
     if B == 0:
         return
     for k in range(L):
@@ -92,17 +98,11 @@ cdef void forward_pass(int L, const int* dims, const Py_ssize_t* woff,
         # the W buffer read column-major is W^T, hence transa = 'T'.
         gemm(c'T', c'N', <int>dout, <int>B, <int>din, <floating>1.0,
              params + woff[k], <int>din, h, <int>din, <floating>0.0, f, <int>dout)
-        bias = params + boff[k]
-        if k < L - 1:
-            # bias + ReLU in one pass
-            for i in range(B):
-                for j in range(dout):
-                    z = f[i * dout + j] + bias[j]
-                    f[i * dout + j] = z if z > 0 else 0
+        # bias + ReLU in one pass (the last layer: bias only)
+        if floating is float:
+            ff_bias_act_f32(f, params + boff[k], B, dout, k < L - 1)
         else:
-            for i in range(B):
-                for j in range(dout):
-                    f[i * dout + j] += bias[j]
+            ff_bias_act_f64(f, params + boff[k], B, dout, k < L - 1)
         h = f
 
 
@@ -111,21 +111,17 @@ cdef void backward_pass(int L, const int* dims, const Py_ssize_t* woff,
                         floating* grads, const floating* X, Py_ssize_t B,
                         floating* acts, floating* scratch) noexcept nogil:
     """Gradients of all W_k, b_k given dL/dF_K stored in the output slot of acts."""
-    cdef Py_ssize_t i, j, k, din, dout
+    cdef Py_ssize_t i, k, din, dout
     cdef floating* dF
     cdef floating* h
-    cdef floating* db
     cdef const floating* hin
-    cdef floating g
     # dL/db_{K} = column sums of dL/dF_K
     dout = dims[L]
     dF = act_slot(acts, dims, B, L - 1)
-    db = grads + boff[L - 1]
-    for j in range(dout):
-        db[j] = 0
-    for i in range(B):
-        for j in range(dout):
-            db[j] += dF[i * dout + j]
+    if floating is float:
+        ff_colsum_f32(dF, B, dout, grads + boff[L - 1])
+    else:
+        ff_colsum_f64(dF, B, dout, grads + boff[L - 1])
     for k in range(L - 1, -1, -1):
         din = dims[k]
         dout = dims[k + 1]
@@ -149,14 +145,10 @@ cdef void backward_pass(int L, const int* dims, const Py_ssize_t* woff,
         # dL/dF_{k-1} = 1[H_k > 0] * dL/dH_k, written over H_k (spent after this),
         # fused with dL/db_{k-1} = column sums of dL/dF_{k-1}.
         h = act_slot(acts, dims, B, k - 1)
-        db = grads + boff[k - 1]
-        for j in range(din):
-            db[j] = 0
-        for i in range(B):
-            for j in range(din):
-                g = scratch[i * din + j] if h[i * din + j] > 0 else 0
-                h[i * din + j] = g
-                db[j] += g
+        if floating is float:
+            ff_mask_colsum_f32(scratch, h, B, din, grads + boff[k - 1])
+        else:
+            ff_mask_colsum_f64(scratch, h, B, din, grads + boff[k - 1])
 
 
 # ---------------------------------------------------------------- losses
@@ -250,52 +242,18 @@ cdef void optimizer_update(int kind, floating* p, const floating* g, floating* m
     t is the number of steps taken before this one (Adam's bias correction uses t+1).
     For Nesterov, p holds the look-ahead point psi_t = phi_t - lr_t*beta*m_t and
     becomes psi_{t+1} = psi_t + lr_t*beta*m_t - (lr_t + lr_{t+1}*beta)*m_{t+1}.
+    The loops themselves are in csrc/kernels.c (vectorized, threaded when large).
     """
-    cdef Py_ssize_t i
-    cdef int nt = n_threads if n >= PARALLEL_MIN_PARAMS else 1
-    cdef floating a = <floating>lr
-    cdef floating b1 = <floating>beta1
-    cdef floating b2 = <floating>beta2
-    cdef floating om1 = <floating>(1.0 - beta1)
-    cdef floating om2 = <floating>(1.0 - beta2)
-    cdef floating fe = <floating>eps
-    cdef floating keep = <floating>(lr * beta1)
-    cdef floating move = <floating>(lr + lr_next * beta1)
-    cdef floating c1, c2, mi, vi, mo
-    if nt < 1:
-        nt = 1
-    if kind == 0:  # SGD / gradient descent
-        for i in prange(n, nogil=True, num_threads=nt, schedule='static'):
-            p[i] = p[i] - a * g[i]
-    elif kind == 1:  # momentum, seed form
-        for i in prange(n, nogil=True, num_threads=nt, schedule='static'):
-            mi = b1 * m[i] + om1 * g[i]
-            m[i] = mi
-            p[i] = p[i] - a * mi
-    elif kind == 2:  # Nesterov, on the stored look-ahead point
-        for i in prange(n, nogil=True, num_threads=nt, schedule='static'):
-            mo = m[i]
-            mi = b1 * mo + om1 * g[i]
-            m[i] = mi
-            p[i] = p[i] + keep * mo - move * mi
-    elif kind == 3:  # Adam with bias correction
-        c1 = <floating>(1.0 / (1.0 - beta1 ** (t + 1)))
-        c2 = <floating>(1.0 / (1.0 - beta2 ** (t + 1)))
-        for i in prange(n, nogil=True, num_threads=nt, schedule='static'):
-            mi = b1 * m[i] + om1 * g[i]
-            vi = b2 * v[i] + om2 * g[i] * g[i]
-            m[i] = mi
-            v[i] = vi
-            if floating is float:
-                p[i] = p[i] - a * (mi * c1) / (sqrtf(vi * c2) + fe)
-            else:
-                p[i] = p[i] - a * (mi * c1) / (sqrt(vi * c2) + fe)
-    else:  # normalized gradient
-        for i in prange(n, nogil=True, num_threads=nt, schedule='static'):
-            if floating is float:
-                p[i] = p[i] - a * g[i] / (sqrtf(g[i] * g[i]) + fe)
-            else:
-                p[i] = p[i] - a * g[i] / (sqrt(g[i] * g[i]) + fe)
+    cdef double c1 = 0.0, c2 = 0.0
+    if kind == 3:
+        c1 = 1.0 / (1.0 - beta1 ** (t + 1))
+        c2 = 1.0 / (1.0 - beta2 ** (t + 1))
+    if floating is float:
+        ff_update_f32(kind, p, g, m, v, n, lr, beta1, beta2, eps, c1, c2,
+                      lr * beta1, lr + lr_next * beta1, n_threads)
+    else:
+        ff_update_f64(kind, p, g, m, v, n, lr, beta1, beta2, eps, c1, c2,
+                      lr * beta1, lr + lr_next * beta1, n_threads)
 
 
 # ---------------------------------------------------------------- Python entry points
