@@ -10,7 +10,7 @@ class History:
     """
 
     def __init__(self):
-        self.history = {}
+        self.history = {"loss": []}
 
     def record(self, **values):
         """Append one epoch's values."""
