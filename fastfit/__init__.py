@@ -17,6 +17,8 @@ from .schedules import ConstantLR, CosineWithWarmup, ExponentialDecay, StepDecay
 from .training import NonFiniteLossError, evaluate, fit  # noqa: E402
 from .history import History  # noqa: E402
 from .config import show_config, blas_info  # noqa: E402
+from .io import save, load, ModelFileError  # noqa: E402
+from . import interop, io  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -24,5 +26,5 @@ __all__ = [
     "MLP", "Layer", "Loss", "SquaredError", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
     "SGD", "Adam", "NormalizedGD", "Optimizer", "ConstantLR", "StepDecay", "ExponentialDecay",
     "CosineWithWarmup", "fit", "evaluate", "History", "NonFiniteLossError", "show_config",
-    "blas_info", "__version__",
+    "blas_info", "save", "load", "ModelFileError", "interop", "io", "__version__",
 ]

@@ -229,6 +229,23 @@ class MLP:
         report["total"] = sum(report.values())
         return report
 
+    # ---- weights that travel (fastfit.interop, fastfit.io)
+
+    def state_dict(self):
+        """Weights in PyTorch's nn.Sequential(Linear, ReLU, ..., Linear) convention ("0.weight", ...); NumPy copies."""
+        from .interop import state_dict
+        return state_dict(self)
+
+    def load_state_dict(self, state_dict):
+        """Load weights in that convention (NumPy arrays or torch tensors), checked; returns self."""
+        from .interop import load_state_dict
+        return load_state_dict(self, state_dict)
+
+    def save(self, path, optimizer=None):
+        """fastfit.save(self, path, optimizer)."""
+        from .io import save
+        save(self, path, optimizer=optimizer)
+
     # ---- copying and pickling
 
     def copy(self):

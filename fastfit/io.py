@@ -1,0 +1,386 @@
+"""Saving and loading models (and, optionally, their optimizer) as one ``.npz`` file.
+
+>>> ff.save(model, "model.npz", optimizer=opt)
+>>> model = ff.load("model.npz")
+>>> model, opt = ff.load("model.npz", return_optimizer=True)
+
+The file is a plain NumPy ``.npz`` archive, read back with ``allow_pickle=False``
+(loading never runs code from the file):
+
+- ``__fastfit__``: a 0-d string array holding JSON metadata: the format name and
+  version, the layer sizes, the dtype, the model's seed and, when an optimizer
+  was saved, its class name, learning rate (a float, or a fastfit.schedules
+  class name with its attributes), step count ``t`` and other hyper-parameters;
+- ``params``: the flat parameter buffer (MATH.md's W_0, b_0, W_1, b_1 ...,
+  each W (out, in) row-major);
+- ``optimizer._m``, ``optimizer._v`` ...: the optimizer's state buffers.
+
+Training resumed from a saved (model, optimizer) pair takes exactly the steps the
+uninterrupted training would have taken (given the same ``fit`` seeds).
+
+Writes are atomic: the archive goes to a temporary file in the target's
+directory, is flushed to disk (fsync) and renamed over the target with
+``os.replace``, so a crash mid-save leaves either the old file or the new one,
+never a broken one. Loading a file that is truncated, corrupted, not an
+``.npz`` archive, or an ``.npz`` that fastfit did not write raises
+``ModelFileError`` (a ValueError) naming the file.
+"""
+import inspect
+import json
+import os
+import secrets
+
+import numpy as np
+
+from . import _checks
+from . import optim as _optim
+from . import schedules as _schedules
+from .network import MLP, check_sizes
+
+FORMAT = "fastfit.MLP"
+#: The version this fastfit writes; it reads this version and older ones.
+FORMAT_VERSION = 1
+
+_META_KEY = "__fastfit__"
+_PARAMS_KEY = "params"
+_OPT_PREFIX = "optimizer."
+#: Optimizer attributes that are not saved as plain values: lr has its own entry,
+#: _bound is rebuilt from the model on load.
+_OPT_SPECIAL = ("lr", "_bound")
+
+
+class ModelFileError(ValueError):
+    """A file that cannot be loaded as a fastfit model: the message names the path and the reason."""
+
+    def __init__(self, path, reason):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot load {path!r} as a fastfit model: {reason}")
+
+
+# ---------------------------------------------------------------- encoding values
+
+def _plain(value, what):
+    """A JSON-ready form of a hyper-parameter: None, bool, int, float, str, or a tuple/list of those."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.generic) and value.ndim == 0 and value.dtype.kind in "biuf":
+        value = value.item()
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, (tuple, list)):
+        items = [_plain(v, what) for v in value]
+        return {"__tuple__": items} if isinstance(value, tuple) else items
+    raise ValueError(f"cannot save {what}={value!r}: only numbers, strings, booleans, None, "
+                     "tuples and arrays can be stored")
+
+
+def _unplain(value):
+    if isinstance(value, dict):
+        if set(value) != {"__tuple__"} or not isinstance(value["__tuple__"], list):
+            raise ValueError(f"unexpected value {value!r}")
+        return tuple(_unplain(v) for v in value["__tuple__"])
+    if isinstance(value, list):
+        return [_unplain(v) for v in value]
+    return value
+
+
+def _schedule_spec(lr):
+    """The JSON form of an optimizer's lr: a float, or a fastfit.schedules object by class and attributes."""
+    if not callable(lr):
+        return float(lr)
+    cls = type(lr)
+    if cls.__module__ != _schedules.__name__ or getattr(_schedules, cls.__name__, None) is not cls:
+        raise ValueError(
+            f"cannot save the optimizer: its learning rate {lr!r} is a callable that is not one of "
+            "fastfit.schedules' classes (ConstantLR, StepDecay, ExponentialDecay, CosineWithWarmup). "
+            "Arbitrary callables are not stored (the file never holds code): save the model alone "
+            "(optimizer=None), or use a fastfit schedule")
+    return {"schedule": cls.__name__,
+            "attrs": {k: _plain(v, f"{cls.__name__}.{k}") for k, v in vars(lr).items()}}
+
+
+def _build(cls, attrs, extra=None):
+    """cls(**the constructor's arguments found in attrs), then the remaining attributes set as saved."""
+    kwargs = dict(extra or {})
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name != "self" and name in attrs and name not in kwargs and \
+                p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            kwargs[name] = attrs[name]
+    obj = cls(**kwargs)
+    obj.__dict__.update(attrs)
+    return obj
+
+
+def _schedule_from_spec(spec):
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return float(spec)
+    if not (isinstance(spec, dict) and isinstance(spec.get("schedule"), str) and isinstance(spec.get("attrs"), dict)):
+        raise ValueError(f"the learning rate entry {spec!r} is neither a number nor a schedule")
+    cls = getattr(_schedules, spec["schedule"], None)
+    if not (isinstance(cls, type) and cls.__module__ == _schedules.__name__):
+        raise ValueError(f"unknown learning-rate schedule {spec['schedule']!r}")
+    attrs = {k: _unplain(v) for k, v in spec["attrs"].items()}
+    return _build(cls, attrs)
+
+
+# ---------------------------------------------------------------- atomic write
+
+def _atomic_write(path, write):
+    """Call write(file) on a temporary file beside path, fsync it, and rename it over path."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    if not base:
+        raise ValueError(f"{path!r} names a directory, not a file")
+    while True:
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(8)}.tmp")
+        try:
+            # 0o666 less the umask: the same permissions an ordinary open() would give
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    # make the rename itself durable (POSIX); not possible everywhere, and not needed for atomicity
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+# ---------------------------------------------------------------- save
+
+def _optimizer_entries(optimizer, model):
+    """(JSON metadata, {array name: array}) for an optimizer bound to (or fresh for) model."""
+    if not isinstance(optimizer, _optim.Optimizer):
+        raise TypeError(f"optimizer must be a fastfit optimizer (SGD, Adam, NormalizedGD), got {optimizer!r}")
+    cls = type(optimizer)
+    if cls.__module__ != _optim.__name__ or getattr(_optim, cls.__name__, None) is not cls:
+        raise ValueError(f"cannot save an optimizer of class {cls.__qualname__}: only fastfit.optim's "
+                         "own optimizer classes can be stored")
+    bound = getattr(optimizer, "_bound", None)
+    if bound is not None and tuple(bound) != (model.n_params, model.dtype):
+        raise ValueError(f"the optimizer holds state for a model of {bound[0]} {bound[1]} parameters, "
+                         f"not for this model ({model.n_params} {model.dtype} parameters): save it with "
+                         "the model it trains")
+    attrs, arrays = {}, {}
+    for name, value in vars(optimizer).items():
+        if name in _OPT_SPECIAL:
+            continue
+        if isinstance(value, np.ndarray):
+            arrays[_OPT_PREFIX + name] = np.ascontiguousarray(value)
+            attrs[name] = {"__array__": _OPT_PREFIX + name}
+        else:
+            attrs[name] = _plain(value, f"{cls.__name__}.{name}")
+    meta = {"class": cls.__name__, "lr": _schedule_spec(optimizer.lr), "attrs": attrs,
+            "bound": bound is not None}
+    return meta, arrays
+
+
+def save(model, path, optimizer=None, info=None):
+    """Write ``model`` (and, if given, ``optimizer``'s full state) to ``path`` as one ``.npz`` file.
+
+    ``info``: an optional dict of JSON-serialisable values kept with the model
+    (the command line stores feature names, classes and scaling there); read it
+    back with ``read_info(path)``.
+
+    The path is used as given (no ``.npz`` is appended). The write is atomic: a
+    temporary file in the same directory, fsync, then ``os.replace`` over ``path``.
+
+    With ``optimizer``, the file also holds the optimizer's class, hyper-parameters,
+    step count and state buffers, so that ``load(path, return_optimizer=True)``
+    resumes training exactly. A learning-rate schedule is stored by its
+    fastfit.schedules class name and attributes; any other callable ``lr`` is
+    refused (ValueError), since the file never holds code.
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"save expects a fastfit.MLP, got {type(model).__name__}")
+    from . import __version__
+    seed = model.seed
+    if isinstance(seed, np.integer):
+        seed = int(seed)
+    if not (seed is None or (isinstance(seed, int) and not isinstance(seed, bool))):
+        seed = None  # a Generator or SeedSequence seed is not worth storing
+    if info is not None:
+        if not isinstance(info, dict):
+            raise TypeError(f"info must be a dict of JSON values, got {type(info).__name__}")
+        try:
+            json.dumps(info, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"info must hold only JSON values (numbers, strings, lists, dicts): {exc}") from None
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "fastfit_version": __version__,
+            "sizes": list(model.sizes), "dtype": model.dtype.str, "seed": seed, "optimizer": None,
+            "info": info}
+    arrays = {_PARAMS_KEY: np.ascontiguousarray(model.params)}
+    if optimizer is not None:
+        meta["optimizer"], opt_arrays = _optimizer_entries(optimizer, model)
+        arrays.update(opt_arrays)
+    arrays[_META_KEY] = np.array(json.dumps(meta))
+    _atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+# ---------------------------------------------------------------- load
+
+def _read_archive(path):
+    """{name: array} of every member, read (and CRC-checked) in full; ModelFileError on any failure."""
+    with open(path, "rb") as f:  # FileNotFoundError, IsADirectoryError, PermissionError pass through
+        head = f.read(6)
+    if not head:
+        raise ModelFileError(path, "the file is empty")
+    if head.startswith(b"\x93NUMPY"):
+        raise ModelFileError(path, "it holds a single .npy array, not a .npz archive written by fastfit.save")
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise ModelFileError(path, f"it is not an .npz archive (those are zip files; this one starts with {head!r})")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise ModelFileError(path, f"the archive is truncated or corrupted ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(npz, np.lib.npyio.NpzFile):  # pragma: no cover - excluded by the checks above
+        raise ModelFileError(path, "it is not an .npz archive")
+    with npz:
+        if _META_KEY not in npz.files:
+            raise ModelFileError(path, f"it is an .npz archive but not one fastfit wrote (no '{_META_KEY}' "
+                                       f"entry; it holds {sorted(npz.files)[:10]})")
+        out = {}
+        for key in npz.files:
+            try:
+                value = npz[key]
+            except Exception as exc:
+                raise ModelFileError(path, f"the archive is truncated or corrupted: its entry {key!r} cannot be "
+                                           f"read ({type(exc).__name__}: {exc})") from exc
+            if not isinstance(value, np.ndarray):
+                raise ModelFileError(path, f"its entry {key!r} is not a NumPy array")
+            out[key] = value
+        return out
+
+
+def _parse_meta(path, arr):
+    if arr.ndim != 0 or arr.dtype.kind != "U":
+        raise ModelFileError(path, f"the '{_META_KEY}' entry is not a JSON string")
+    try:
+        meta = json.loads(str(arr[()]))
+    except ValueError as exc:
+        raise ModelFileError(path, f"the '{_META_KEY}' entry is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(path, f"its metadata does not describe a {FORMAT} file")
+    version = meta.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(path, f"its format version {version!r} is not valid")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(path, f"it was written by a newer fastfit (file format version {version}; this "
+                                   f"fastfit reads up to version {FORMAT_VERSION}): upgrade fastfit to load it")
+    return meta
+
+
+def _model_from(path, meta, arrays):
+    try:
+        sizes = check_sizes(meta.get("sizes"))
+        dtype = _checks.model_dtype(meta.get("dtype"))
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(path, f"its architecture is not valid ({exc})") from None
+    if _PARAMS_KEY not in arrays:
+        raise ModelFileError(path, f"the '{_PARAMS_KEY}' entry is missing")
+    params = arrays[_PARAMS_KEY]
+    n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    if params.dtype != dtype:
+        raise ModelFileError(path, f"params are {params.dtype}, the metadata says {dtype}")
+    if params.shape != (n_params,):
+        raise ModelFileError(path, f"params have shape {params.shape}, but sizes {list(sizes)} "
+                                   f"need ({n_params},)")
+    seed = meta.get("seed")
+    if not (seed is None or (isinstance(seed, int) and not isinstance(seed, bool))):
+        seed = None
+    model = MLP.__new__(MLP)
+    model.__setstate__({"sizes": sizes, "dtype": dtype.str, "seed": seed, "params": params})
+    return model
+
+
+def _optimizer_from(path, meta, arrays, model):
+    try:
+        if not isinstance(meta, dict) or not isinstance(meta.get("attrs"), dict):
+            raise ValueError("its optimizer entry is malformed")
+        name = meta.get("class")
+        cls = getattr(_optim, name, None) if isinstance(name, str) else None
+        if not (isinstance(cls, type) and issubclass(cls, _optim.Optimizer) and cls.__module__ == _optim.__name__):
+            raise ValueError(f"unknown optimizer class {name!r}")
+        attrs = {}
+        for key, value in meta["attrs"].items():
+            if isinstance(value, dict) and set(value) == {"__array__"}:
+                akey = value["__array__"]
+                if akey not in arrays:
+                    raise ValueError(f"the optimizer's state array {akey!r} is missing")
+                arr = arrays[akey]
+                if arr.shape != (model.n_params,) or arr.dtype != model.dtype:
+                    raise ValueError(f"the optimizer's state {key!r} has shape {arr.shape} and dtype {arr.dtype}; "
+                                     f"the model needs ({model.n_params},) {model.dtype}")
+                attrs[key] = arr.copy()
+            else:
+                attrs[key] = _unplain(value)
+        t = attrs.get("t", 0)
+        if not isinstance(t, int) or isinstance(t, bool) or t < 0:
+            raise ValueError(f"the optimizer's step count t={t!r} is not a whole number >= 0")
+        lr = _schedule_from_spec(meta.get("lr"))
+        optimizer = _build(cls, attrs, extra={"lr": lr})
+        optimizer._bound = (model.n_params, model.dtype) if meta.get("bound") else None
+        for key in ("_m", "_v"):
+            if getattr(optimizer, key, None) is not None and optimizer._bound is None:
+                raise ValueError(f"the optimizer has state {key!r} but is not bound to the model")
+        for k in range(optimizer.n_state_buffers if optimizer._bound is not None else 0):
+            if getattr(optimizer, ("_m", "_v")[k], None) is None:
+                raise ValueError(f"the optimizer's state {('_m', '_v')[k]!r} is missing")
+        return optimizer
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ModelFileError(path, f"its optimizer cannot be restored ({exc})") from None
+
+
+def load(path, return_optimizer=False):
+    """Read a model written by :func:`save`.
+
+    Returns the model; with ``return_optimizer=True``, a pair ``(model, optimizer)``
+    where ``optimizer`` is None if the file holds none. A file that is missing
+    raises FileNotFoundError; one that is truncated, corrupted, not an ``.npz``,
+    not written by fastfit, or inconsistent (e.g. params of the wrong size) raises
+    ModelFileError, a ValueError whose message names the file. Nothing in the file
+    is unpickled.
+    """
+    path_str = os.fspath(path)
+    arrays = _read_archive(path_str)
+    meta = _parse_meta(path_str, arrays[_META_KEY])
+    model = _model_from(path_str, meta, arrays)
+    if not return_optimizer:
+        return model
+    opt_meta = meta.get("optimizer")
+    optimizer = None if opt_meta is None else _optimizer_from(path_str, opt_meta, arrays, model)
+    return model, optimizer
+
+
+def read_info(path):
+    """The ``info`` dict saved with the model at ``path`` (None when there is none)."""
+    arrays = _read_archive(path)
+    meta = _parse_meta(path, arrays[_META_KEY])
+    info = meta.get("info")
+    if info is not None and not isinstance(info, dict):
+        raise ModelFileError(path, "its 'info' entry is not a JSON object")
+    return info

@@ -1,0 +1,358 @@
+"""fastfit.sklearn: scikit-learn's estimator checks, pipelines, grid search, and step-for-step
+agreement with scikit-learn's own MLP estimators."""
+import io as _stdio
+import pickle
+import warnings
+from contextlib import redirect_stdout
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+from sklearn import neural_network  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.datasets import load_breast_cancer, load_digits, make_multilabel_classification  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV, train_test_split  # noqa: E402
+from sklearn.pipeline import Pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+import fastfit as ff  # noqa: E402
+from fastfit.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+# ---------------------------------------------------------------- scikit-learn's own checks
+
+@parametrize_with_checks([
+    MLPClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.01, max_iter=100, random_state=0),
+    MLPRegressor(hidden_layer_sizes=(16,), learning_rate_init=0.01, max_iter=100, random_state=0),
+    MLPClassifier(hidden_layer_sizes=(8, 8), solver="sgd", learning_rate_init=0.05, max_iter=100,
+                  dtype=np.float64, random_state=0),
+])
+def test_sklearn_estimator_checks(estimator, check, monkeypatch):
+    # check_array_api_input (with NumPy arrays, since the estimators declare no array API
+    # support) runs only where SCIPY_ARRAY_API=1; scikit-learn reads it when the check runs.
+    # The pandas checks run where pandas is installed and skip (saying so) where it is not.
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
+    check(estimator)
+
+
+def test_default_estimators_are_valid():
+    """The defaults are what scikit-learn's MLP estimators use where the meaning is the same."""
+    skc = neural_network.MLPClassifier().get_params()
+    ours = MLPClassifier().get_params()
+    assert ours.pop("dtype") is np.float32 and ours.pop("n_threads") is None
+    for name, value in ours.items():
+        assert skc[name] == value, name
+    assert set(MLPRegressor().get_params()) == set(MLPClassifier().get_params())
+
+
+# ---------------------------------------------------------------- agreement with scikit-learn
+
+def _problem(kind, n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 4))
+    if kind == "regression":
+        return X, np.stack([X[:, 0] * X[:, 1], np.sin(X[:, 2]), X[:, 3]], axis=1)
+    if kind == "regression-1d":
+        return X, X[:, 0] - 2 * X[:, 1] ** 2
+    if kind == "binary":
+        return X, (X[:, 0] + X[:, 1] > 0).astype(int)
+    if kind == "multiclass":
+        return X, np.digitize(X[:, 0] + 0.5 * X[:, 2], [-0.5, 0.5])
+    if kind == "multilabel":
+        return X, np.stack([X[:, 0] > 0, X[:, 1] > 0.3, X[:, 0] * X[:, 2] > 0], axis=1).astype(int)
+    raise ValueError(kind)
+
+
+def _synced_pair(kind, steps=3, **params):
+    """scikit-learn's estimator and ours from the same weights, then `steps` full-batch epochs each."""
+    X, y = _problem(kind)
+    ours_cls, sk_cls = ((MLPRegressor, neural_network.MLPRegressor) if kind.startswith("regression")
+                        else (MLPClassifier, neural_network.MLPClassifier))
+    common = dict(hidden_layer_sizes=(6,), batch_size=X.shape[0], shuffle=False, max_iter=1,
+                  warm_start=True, random_state=0, tol=0.0, n_iter_no_change=1000)
+    common.update(params)
+    sk = sk_cls(alpha=0.0, **common).fit(X, y)
+    ours = ours_cls(dtype=np.float64, **common).fit(X, y)
+    ours.coefs_, ours.intercepts_ = sk.coefs_, sk.intercepts_
+    # warm-start fits: both keep the weights and start a fresh optimizer
+    sk.set_params(max_iter=steps).fit(X, y)
+    ours.set_params(max_iter=steps).fit(X, y)
+    return ours, sk, X, y
+
+
+KINDS = ["regression", "regression-1d", "binary", "multiclass", "multilabel"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_steps_match_sklearn(kind, momentum):
+    """Loss scale, gradient scale and momentum convention are scikit-learn's: same weights, same losses."""
+    ours, sk, X, _ = _synced_pair(kind, solver="sgd", learning_rate_init=0.05, momentum=momentum,
+                                  nesterovs_momentum=False)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, sk.coefs_ + sk.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.loss_curve_[-3:], sk.loss_curve_[-3:], rtol=1e-10)
+    assert ours.out_activation_ == sk.out_activation_ and ours.n_outputs_ == sk.n_outputs_
+    if kind.startswith("regression"):
+        assert ours.predict(X).shape == sk.predict(X).shape
+        np.testing.assert_allclose(ours.predict(X), sk.predict(X), rtol=1e-10, atol=1e-12)
+    else:
+        np.testing.assert_array_equal(ours.predict(X), sk.predict(X))
+        np.testing.assert_allclose(ours.predict_proba(X), sk.predict_proba(X), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["regression", "multiclass"])
+def test_nesterov_matches_sklearn_at_the_lookahead_point(kind):
+    """scikit-learn's Nesterov parameters are fastfit's look-ahead point psi = phi - lr*beta*m (MATH.md)."""
+    ours, sk, _, _ = _synced_pair(kind, solver="sgd", learning_rate_init=0.05, momentum=0.9,
+                                  nesterovs_momentum=True)
+    opt = ours._optimizer
+    psi = ours.model_.params - opt.lr * opt.momentum * opt._m
+    sk_flat = np.concatenate([np.concatenate([c.T.ravel(), b]) for c, b in zip(sk.coefs_, sk.intercepts_)])
+    np.testing.assert_allclose(psi, sk_flat, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.loss_curve_[-3:], sk.loss_curve_[-3:], rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_adam_steps_match_sklearn(kind):
+    """Adam: the same rule up to where epsilon enters (scikit-learn adds eps/sqrt(1-beta_2^t) where
+    fastfit adds eps, MATH.md). With a negligible epsilon the trajectories agree to rounding."""
+    ours, sk, _, _ = _synced_pair(kind, solver="adam", learning_rate_init=1e-2, epsilon=1e-20, steps=5)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, sk.coefs_ + sk.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours.loss_curve_[-5:], sk.loss_curve_[-5:], rtol=1e-8)
+    # with the default epsilon the difference stays far below a step (lr = 1e-2)
+    ours, sk, _, _ = _synced_pair(kind, solver="adam", learning_rate_init=1e-2, steps=5)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, sk.coefs_ + sk.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+
+
+# ---------------------------------------------------------------- in scikit-learn's tools
+
+def test_pipeline_with_scaler():
+    X, y = load_breast_cancer(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0, stratify=y)
+    pipe = Pipeline([("scale", StandardScaler()),
+                     ("mlp", MLPClassifier(hidden_layer_sizes=(32,), max_iter=100, random_state=0))])
+    pipe.fit(X_train, y_train)
+    assert pipe.score(X_test, y_test) > 0.93
+    proba = pipe.predict_proba(X_test)
+    assert proba.shape == (len(X_test), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    mlp = pipe.named_steps["mlp"]
+    assert mlp.out_activation_ == "logistic" and mlp.n_outputs_ == 1
+    assert [c.shape for c in mlp.coefs_] == [(30, 32), (32, 1)]
+    # without the scaler, the raw features (up to ~4000) train far worse
+    raw = clone(pipe.named_steps["mlp"]).fit(X_train, y_train)
+    assert raw.score(X_test, y_test) < pipe.score(X_test, y_test)
+
+
+def test_grid_search_on_digits():
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0, stratify=y)
+    grid = GridSearchCV(MLPClassifier(max_iter=30, random_state=0),
+                        {"hidden_layer_sizes": [(16,), (64,)], "learning_rate_init": [1e-4, 1e-2]}, cv=3)
+    grid.fit(X_train, y_train)
+    # 30 epochs at 1e-4 leave the network far from trained: a sensible search rejects that rate
+    assert grid.best_params_["learning_rate_init"] == 1e-2
+    scores = dict(zip(map(str, grid.cv_results_["params"]), grid.cv_results_["mean_test_score"]))
+    assert max(scores.values()) == grid.best_score_ > 0.9
+    assert grid.score(X_test, y_test) > 0.9
+    assert grid.best_estimator_.classes_.tolist() == list(range(10))
+    assert grid.best_estimator_.out_activation_ == "softmax"
+
+
+# ---------------------------------------------------------------- kinds of targets
+
+def test_multilabel():
+    X, Y = make_multilabel_classification(n_samples=300, n_features=10, n_classes=4, random_state=0)
+    X_train, X_test, Y_train, Y_test = train_test_split(X, Y, random_state=0)
+    clf = MLPClassifier(hidden_layer_sizes=(32,), learning_rate_init=0.01, max_iter=200, random_state=0)
+    clf.fit(X_train, Y_train)
+    assert clf.out_activation_ == "logistic" and clf.n_outputs_ == 4
+    assert clf.classes_.tolist() == [0, 1, 2, 3]
+    pred = clf.predict(X_test)
+    assert pred.shape == Y_test.shape and pred.dtype == Y_test.dtype and set(np.unique(pred)) <= {0, 1}
+    proba = clf.predict_proba(X_test)
+    assert proba.shape == Y_test.shape and proba.min() >= 0 and proba.max() <= 1
+    np.testing.assert_array_equal(pred, (proba > 0.5).astype(int))
+    baseline = np.mean(Y_test == (Y_train.mean(axis=0) > 0.5))  # each label's majority value
+    assert np.mean(pred == Y_test) > baseline + 0.1
+    assert clf.score(X_test, Y_test) > 0.3  # subset accuracy, as scikit-learn scores multi-label
+
+
+def test_multiclass_and_string_labels():
+    X, y = _problem("multiclass", n=300)
+    labels = np.array(["low", "mid", "high"])[y]
+    clf = MLPClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.01, max_iter=100, random_state=0)
+    clf.fit(X, labels)
+    assert clf.classes_.tolist() == ["high", "low", "mid"]
+    assert clf.out_activation_ == "softmax" and clf.n_outputs_ == 3
+    assert clf.predict(X).dtype == labels.dtype
+    assert clf.score(X, labels) > 0.9
+    proba = clf.predict_proba(X)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(axis=1)], clf.predict(X))
+    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba))
+
+
+def test_multi_output_regression():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, size=(600, 4))
+    Y = np.stack([np.sin(X[:, 0]), X[:, 1] * X[:, 2], X[:, 0] + X[:, 3]], axis=1)
+    X_train, X_test, Y_train, Y_test = train_test_split(X, Y, random_state=0)
+    reg = MLPRegressor(hidden_layer_sizes=(64,), learning_rate_init=0.01, max_iter=200, random_state=0)
+    reg.fit(X_train, Y_train)
+    assert reg.n_outputs_ == 3 and reg.out_activation_ == "identity"
+    pred = reg.predict(X_test)
+    assert pred.shape == Y_test.shape and pred.dtype == np.float64
+    assert reg.score(X_test, Y_test) > 0.9
+    # one output: predictions are 1-D, for y given 1-D or as a column
+    one = clone(reg).fit(X_train, Y_train[:, 0])
+    assert one.predict(X_test).shape == (len(X_test),)
+    column = clone(reg).fit(X_train, Y_train[:, :1])
+    np.testing.assert_array_equal(column.predict(X_test), one.predict(X_test))
+
+
+# ---------------------------------------------------------------- fitting behaviour
+
+def test_partial_fit_equals_fit_epochs():
+    X, y = _problem("multiclass", n=120)
+    params = dict(hidden_layer_sizes=(8,), learning_rate_init=0.01, shuffle=False, random_state=3, batch_size=32)
+    whole = MLPClassifier(max_iter=3, **params).fit(X, y)
+    parts = MLPClassifier(**params)
+    for _ in range(3):
+        parts.partial_fit(X, y, classes=[0, 1, 2])
+    np.testing.assert_array_equal(parts.model_.params, whole.model_.params)
+    assert parts.n_iter_ == 1 and whole.n_iter_ == 3
+    assert parts.t_ == whole.t_ == 360
+    np.testing.assert_allclose(parts.loss_curve_, whole.loss_curve_)
+
+
+def test_partial_fit_classes():
+    X, y = _problem("multiclass", n=60)
+    clf = MLPClassifier(hidden_layer_sizes=(4,))
+    with pytest.raises(ValueError, match="classes must be passed"):
+        clf.partial_fit(X, y)
+    clf.partial_fit(X[y < 2], y[y < 2], classes=[0, 1, 2, 3])  # not every class in every batch
+    assert clf.classes_.tolist() == [0, 1, 2, 3] and clf.n_outputs_ == 4
+    with pytest.raises(ValueError, match="not in `self.classes_`"):
+        clf.partial_fit(X, y + 3)
+    with pytest.raises(ValueError, match="not the same as on last call"):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="early_stopping"):
+        MLPClassifier(early_stopping=True).partial_fit(X, y, classes=[0, 1, 2])
+    reg = MLPRegressor(hidden_layer_sizes=(4,), random_state=0)
+    for chunk in np.array_split(np.arange(60), 3):
+        reg.partial_fit(X[chunk], X[chunk, 0])
+    assert len(reg.loss_curve_) == 3 and reg.t_ == 60
+
+
+def test_convergence_rule_and_warning():
+    X, y = _problem("binary", n=200)
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
+        MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0).fit(X, y)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=500, tol=1e-2, n_iter_no_change=2,
+                        learning_rate_init=0.01, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf.fit(X, y)
+    assert clf.n_iter_ < 500 and len(clf.loss_curve_) == clf.n_iter_
+    # the rule: stop once the loss has not improved by tol for more than n_iter_no_change epochs
+    best, count = np.inf, 0
+    for i, loss in enumerate(clf.loss_curve_):
+        count = count + 1 if loss > best - clf.tol else 0
+        best = min(best, loss)
+        assert (count > clf.n_iter_no_change) == (i == clf.n_iter_ - 1)
+    assert clf.best_loss_ == min(clf.loss_curve_)
+
+
+def test_early_stopping_restores_best_validation_weights():
+    X, y = load_digits(return_X_y=True)
+    X = X[:600] / 16.0
+    y = y[:600]
+    clf = MLPClassifier(hidden_layer_sizes=(32,), learning_rate_init=0.02, max_iter=200, early_stopping=True,
+                        n_iter_no_change=3, validation_fraction=0.2, random_state=0)
+    clf.fit(X, y)
+    assert clf.best_loss_ is None and len(clf.validation_scores_) == clf.n_iter_ < 200
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    # the same split as the estimator's (its random state: one draw for the weights, then the split)
+    rs = np.random.RandomState(0)
+    rs.randint(np.iinfo(np.int32).max)
+    _, X_val, _, y_val = train_test_split(X, y, random_state=rs, test_size=0.2, stratify=y)
+    assert clf.score(X_val, y_val) == clf.best_validation_score_
+    reg = MLPRegressor(hidden_layer_sizes=(16,), early_stopping=True, max_iter=50, random_state=0)
+    Xr, yr = _problem("regression", n=200)
+    reg.fit(Xr, yr)
+    assert reg.best_validation_score_ == max(reg.validation_scores_)
+
+
+def test_warm_start_continues_and_checks_classes():
+    X, y = _problem("multiclass", n=120)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, warm_start=True, random_state=0).fit(X, y)
+    after_first = clf.model_.params.copy()
+    first_curve = list(clf.loss_curve_)
+    model = clf.model_
+    clf.fit(X, y)
+    assert clf.model_ is model and not np.array_equal(after_first, clf.model_.params)
+    assert clf.loss_curve_[:5] == first_curve and len(clf.loss_curve_) == 10 and clf.n_iter_ == 5
+    with pytest.raises(ValueError, match="same classes"):
+        clf.fit(X[y < 2], y[y < 2])
+    cold = clf.set_params(warm_start=False).fit(X, y)
+    assert cold.model_ is not model and len(cold.loss_curve_) == 5
+
+
+def test_fitted_attributes_pickle_and_views():
+    X, y = _problem("binary", n=80)
+    clf = MLPClassifier(hidden_layer_sizes=(5, 3), max_iter=10, random_state=0)
+    assert not hasattr(clf, "coefs_")
+    clf.fit(X, y)
+    assert [c.shape for c in clf.coefs_] == [(4, 5), (5, 3), (3, 1)]
+    assert [b.shape for b in clf.intercepts_] == [(5,), (3,), (1,)]
+    assert clf.n_layers_ == 4 and clf.n_features_in_ == 4 and clf.n_iter_ == 10
+    assert isinstance(clf.model_, ff.MLP) and clf.model_.sizes == (4, 5, 3, 1)
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+    # coefs_ are views of the network, as writable as scikit-learn's lists of arrays
+    clf.intercepts_[-1][...] = 50.0
+    assert (clf.predict(X) == 1).all()
+    clf.coefs_ = restored.coefs_
+    clf.intercepts_ = restored.intercepts_
+    np.testing.assert_array_equal(clf.predict_proba(X), restored.predict_proba(X))
+    with pytest.raises(ValueError, match="shape"):
+        clf.coefs_ = [c.T for c in restored.coefs_]
+
+
+@pytest.mark.parametrize("params, match", [
+    (dict(solver="lbfgs"), "lbfgs"),
+    (dict(momentum=1.0), "momentum"),
+    (dict(hidden_layer_sizes=(4, 0)), "hidden_layer_sizes"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(learning_rate_init=-1.0), "learning_rate_init"),
+    (dict(validation_fraction=1.0), "validation_fraction"),
+    (dict(n_iter_no_change=0), "n_iter_no_change"),
+])
+def test_parameter_errors(params, match):
+    X, y = _problem("binary", n=20)
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier(**params).fit(X, y)
+    with pytest.raises(TypeError, match="dtype"):
+        MLPRegressor(dtype=np.int32).fit(X, y.astype(float))
+
+
+def test_single_class_and_dtype_and_verbose():
+    X, y = _problem("binary", n=30)
+    with pytest.raises(ValueError, match="only one class"):
+        MLPClassifier().fit(X, np.zeros(30))
+    reg64 = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, dtype=np.float64, random_state=0).fit(X, y)
+    assert reg64.model_.dtype == np.float64 and reg64.coefs_[0].dtype == np.float64
+    out = _stdio.StringIO()
+    with redirect_stdout(out):
+        MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, verbose=True, random_state=0).fit(X, y)
+    assert "Iteration 1, loss = " in out.getvalue() and "Iteration 2, loss = " in out.getvalue()
