@@ -38,8 +38,26 @@ def _as_numeric_array(value, name):
     return arr
 
 
+#: Largest size BLAS's 32-bit integers can pass (rows of a batch, layer widths).
+BLAS_INT_MAX = 2 ** 31 - 1
+
+#: Finiteness is checked this many elements at a time, so that a large array (a
+#: memmap bigger than memory, say) never needs a boolean copy of itself.
+_FINITE_BLOCK = 1 << 20
+
+
+def all_finite(arr):
+    """True when every element of a float array is finite; works in row blocks."""
+    if arr.dtype.kind != "f":
+        return True
+    if arr.ndim < 2 or arr.size <= _FINITE_BLOCK:
+        return bool(np.isfinite(arr).all())
+    rows = max(1, _FINITE_BLOCK // max(1, arr[0].size))
+    return all(np.isfinite(arr[i:i + rows]).all() for i in range(0, arr.shape[0], rows))
+
+
 def check_finite(arr, name):
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and not all_finite(arr):
         bad = np.argwhere(~np.isfinite(arr))[0]
         where = ", ".join(str(int(i)) for i in bad)
         raise ValueError(f"{name} contains NaN or infinity (first at index [{where}])")
@@ -52,7 +70,7 @@ def finite_array(arr, dtype, name):
     is reported as such, not silently turned into infinity."""
     with np.errstate(over="ignore"):
         out = np.ascontiguousarray(arr, dtype=dtype)
-    if out.dtype.kind == "f" and not np.isfinite(out).all():
+    if out.dtype.kind == "f" and not all_finite(out):
         check_finite(arr, name)  # the caller's own NaN or infinity
         bad = np.argwhere(~np.isfinite(out))[0]
         where = ", ".join(str(int(i)) for i in bad)

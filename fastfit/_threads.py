@@ -6,10 +6,14 @@ the cores.
 """
 import contextlib
 import os
+import threading
 
 from threadpoolctl import ThreadpoolController
 
 _controller = None
+_lock = threading.Lock()
+_requests = []        # thread counts asked for by the fits running now
+_original = None      # the BLAS thread counts before the first of them
 
 #: Below this many flops per training step (6 per weight per sample), one thread
 #: is faster: waking a second thread costs more than it saves (benchmarks/, tiny net).
@@ -36,9 +40,39 @@ def auto_threads(flops_per_step):
     return 1 if flops_per_step < SINGLE_THREAD_FLOPS else cpu_count()
 
 
+def _blas_libs():
+    return [lib for lib in controller().lib_controllers if lib.user_api == "blas"]
+
+
 @contextlib.contextmanager
 def blas_threads(n):
-    """Limit every loaded BLAS to n threads inside the block."""
-    ctl = controller()
-    with ctl.limit(limits=int(n), user_api="blas"):
+    """Run the block with BLAS at n threads.
+
+    Fits may run at once in several Python threads: while any is running, BLAS
+    uses the largest count asked for, and the count from before the first is
+    restored when the last one ends (threadpoolctl's own context manager would
+    restore whatever it saw on entry, out of order).
+    """
+    global _original
+    n = int(n)
+    with _lock:
+        if not _requests:
+            _original = [(lib, lib.num_threads) for lib in _blas_libs()]
+        _requests.append(n)
+        _apply(max(_requests))
+    try:
         yield
+    finally:
+        with _lock:
+            _requests.remove(n)
+            if _requests:
+                _apply(max(_requests))
+            else:
+                for lib, count in _original:
+                    lib.set_num_threads(count)
+
+
+def _apply(n):
+    for lib in _blas_libs():
+        if lib.num_threads != n:
+            lib.set_num_threads(n)

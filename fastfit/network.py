@@ -154,6 +154,10 @@ class MLP:
 
     def forward(self, X):
         """Output for the batch X (B, d_0) as a new array; keeps the activations for backward."""
+        rows = np.shape(X)[0] if np.ndim(X) == 2 else None
+        if rows is not None and rows > _checks.BLAS_INT_MAX:
+            raise ValueError(f"X has {rows} rows; one forward pass takes at most {_checks.BLAS_INT_MAX} "
+                             "(BLAS's 32-bit sizes): use predict(), which works in chunks")
         X = _checks.features(X, self.n_inputs, self.dtype)
         B = X.shape[0]
         if self._ws is None or self._ws.capacity < B:
@@ -185,8 +189,10 @@ class MLP:
 
     def predict(self, X, batch_size=4096):
         """Network output for X, computed in chunks; stores nothing for backward."""
-        X = _checks.features(X, self.n_inputs, self.dtype)
         batch_size = _checks.positive_int(batch_size, "batch_size")
+        if batch_size > _checks.BLAS_INT_MAX:
+            raise ValueError(f"batch_size must be at most {_checks.BLAS_INT_MAX} (BLAS's 32-bit sizes), got {batch_size}")
+        X = _checks.features(X, self.n_inputs, self.dtype)
         N = X.shape[0]
         cap = min(N, batch_size)
         acts = np.empty(cap * sum(self.sizes[1:]), dtype=self.dtype)

@@ -39,9 +39,12 @@ _CHUNK_SECONDS = 0.2
 
 def _batch_size(batch_size, n):
     if batch_size is None:
-        return n  # full-batch gradient descent
-    bs = _checks.positive_int(batch_size, "batch_size")
-    return min(bs, n)
+        bs = n  # full-batch gradient descent
+    else:
+        bs = min(_checks.positive_int(batch_size, "batch_size"), n)
+    if bs > _checks.BLAS_INT_MAX:
+        raise ValueError(f"batch_size must be at most {_checks.BLAS_INT_MAX} rows (BLAS's 32-bit sizes), got {bs}")
+    return bs
 
 
 def _validation_arrays(model, loss, validation_data, name="validation_data"):
