@@ -54,6 +54,7 @@ OPT_MOMENTUM = 1
 OPT_NESTEROV = 2
 OPT_ADAM = 3
 OPT_NORMALIZED = 4
+OPT_ADAM_EPS_HAT = 5  # Adam with Keras/scikit-learn's epsilon placement; runs as 3
 
 # ---------------------------------------------------------------- BLAS glue
 
@@ -245,6 +246,10 @@ cdef void optimizer_update(int kind, floating* p, const floating* g, floating* m
     The loops themselves are in csrc/kernels.c (vectorized, threaded when large).
     """
     cdef double c1 = 0.0, c2 = 0.0
+    if kind == 5:
+        # eps-hat form (MATH.md): the seed's rule with eps / sqrt(1 - beta2^(t+1))
+        eps = eps / sqrt(1.0 - beta2 ** (t + 1))
+        kind = 3
     if kind == 3:
         c1 = 1.0 / (1.0 - beta1 ** (t + 1))
         c2 = 1.0 / (1.0 - beta2 ** (t + 1))

@@ -154,7 +154,7 @@ class MLP:
 
     def forward(self, X):
         """Output for the batch X (B, d_0) as a new array; keeps the activations for backward."""
-        rows = np.shape(X)[0] if np.ndim(X) == 2 else None
+        rows = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 else None
         if rows is not None and rows > _checks.BLAS_INT_MAX:
             raise ValueError(f"X has {rows} rows; one forward pass takes at most {_checks.BLAS_INT_MAX} "
                              "(BLAS's 32-bit sizes): use predict(), which works in chunks")

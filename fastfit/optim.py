@@ -131,15 +131,32 @@ class SGD(Optimizer):
     hold that look-ahead point psi between steps (MATH.md); ``finalize`` (which
     ``fit`` calls at its end) moves them back to phi, ``prepare`` forward again.
     Full-batch SGD is gradient descent.
+
+    ``convention="torch"`` takes ``lr`` and ``momentum`` as torch.optim.SGD does
+    (dampening 0): b <- beta*b + g (the first step b = g), phi <- phi - lr*b.
+    That is the seed's rule with lr/(1-beta) and m = (1-beta)*b (MATH.md,
+    "Matching other libraries"), which is how it runs; Nesterov alike.
     """
 
-    def __init__(self, lr, momentum=0.0, nesterov=False):
+    CONVENTIONS = ("seed", "torch")
+
+    def __init__(self, lr, momentum=0.0, nesterov=False, convention="seed"):
         super().__init__(lr)
         self.momentum = _checks.unit_interval(momentum, "momentum")
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
+        if convention not in self.CONVENTIONS:
+            raise ValueError(f"convention must be one of {self.CONVENTIONS}, got {convention!r}")
+        self.convention = convention
         self._lookahead = True  # Nesterov: params hold psi (true for a fresh optimizer: psi_0 = phi_0)
+
+    def lr_at(self, t):
+        """The seed-form learning rate of step t (torch's lr / (1 - momentum) under convention="torch")."""
+        value = super().lr_at(t)
+        if self.convention == "torch" and self.momentum > 0:
+            return value / (1.0 - self.momentum)
+        return value
 
     @property
     def kind(self):
@@ -181,16 +198,26 @@ class SGD(Optimizer):
         self._lookahead = True
 
     def __repr__(self):
-        return f"SGD(lr={self.lr!r}, momentum={self.momentum!r}, nesterov={self.nesterov!r})"
+        conv = f", convention={self.convention!r}" if self.convention != "seed" else ""
+        return f"SGD(lr={self.lr!r}, momentum={self.momentum!r}, nesterov={self.nesterov!r}{conv})"
 
 
 class Adam(Optimizer):
-    """Adam with bias correction (MATH.md): torch.optim.Adam's rule, step for step."""
+    """Adam with bias correction (MATH.md): torch.optim.Adam's rule, step for step.
 
-    kind = _core.OPT_ADAM
+    ``convention="keras"`` (alias ``"sklearn"``) places epsilon as Keras and
+    scikit-learn do, ``lr*sqrt(1-beta2^t)/(1-beta1^t) * m/(sqrt(v)+eps)``: the
+    seed's rule with eps replaced by eps/sqrt(1-beta2^t) (MATH.md).
+    ``"torch"`` is the seed's form.
+    """
+
     n_state_buffers = 2
+    CONVENTIONS = ("seed", "torch", "keras", "sklearn")
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, convention="seed"):
+        if convention not in self.CONVENTIONS:
+            raise ValueError(f"convention must be one of {self.CONVENTIONS}, got {convention!r}")
+        self.convention = convention
         super().__init__(lr)
         try:
             b1, b2 = betas
@@ -201,11 +228,16 @@ class Adam(Optimizer):
         self.betas = (_checks.unit_interval(b1, "betas[0]"), _checks.unit_interval(b2, "betas[1]"))
         self.eps = _checks.positive_float(eps, "eps")
 
+    @property
+    def kind(self):
+        return _core.OPT_ADAM_EPS_HAT if self.convention in ("keras", "sklearn") else _core.OPT_ADAM
+
     def core_args(self):
         return self.betas[0], self.betas[1], self.eps
 
     def __repr__(self):
-        return f"Adam(lr={self.lr!r}, betas={self.betas!r}, eps={self.eps!r})"
+        conv = f", convention={self.convention!r}" if self.convention != "seed" else ""
+        return f"Adam(lr={self.lr!r}, betas={self.betas!r}, eps={self.eps!r}{conv})"
 
 
 class NormalizedGD(Optimizer):

@@ -1,0 +1,115 @@
+"""Other libraries' optimizer conventions, as options: the same steps as PyTorch and scikit-learn."""
+import numpy as np
+import pytest
+
+import fastfit as ff
+
+
+class Params:
+    """The least an optimizer steps: flat params and grads."""
+
+    def __init__(self, values):
+        self.params = np.array(values, dtype=np.float64)
+        self.grads = np.zeros_like(self.params)
+        self.n_params = self.params.size
+        self.dtype = self.params.dtype
+
+
+GRADS = np.random.default_rng(0).standard_normal((12, 5))
+
+
+def run_fastfit(opt, start):
+    p = Params(start)
+    for g in GRADS:
+        p.grads[:] = g
+        opt.step(p)
+    return p.params
+
+
+def test_torch_convention_momentum_is_torch_sgd_without_the_one_minus_beta_factor():
+    # b <- beta b + g (b_1 = g); phi <- phi - lr b, written out
+    lr, beta, phi, b = 0.1, 0.9, np.ones(5), None
+    for g in GRADS:
+        b = g.copy() if b is None else beta * b + g
+        phi = phi - lr * b
+    got = run_fastfit(ff.SGD(lr, momentum=beta, convention="torch"), np.ones(5))
+    np.testing.assert_allclose(got, phi, rtol=1e-12)
+    # and it is not the seed's rule with the same numbers
+    assert not np.allclose(run_fastfit(ff.SGD(lr, momentum=beta), np.ones(5)), phi)
+
+
+def test_sklearn_convention_adam_places_epsilon_as_sklearn_does():
+    lr, (b1, b2), eps = 0.01, (0.9, 0.999), 1e-3  # a large eps makes the placement visible
+    phi, m, v = np.ones(5), np.zeros(5), np.zeros(5)
+    for t, g in enumerate(GRADS, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        lr_t = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)   # scikit-learn's AdamOptimizer
+        phi = phi - lr_t * m / (np.sqrt(v) + eps)
+    for convention in ("sklearn", "keras"):
+        got = run_fastfit(ff.Adam(lr, betas=(b1, b2), eps=eps, convention=convention), np.ones(5))
+        np.testing.assert_allclose(got, phi, rtol=1e-12)
+    seed_form = run_fastfit(ff.Adam(lr, betas=(b1, b2), eps=eps), np.ones(5))
+    assert not np.allclose(seed_form, phi, rtol=1e-9)
+
+
+def test_sklearn_convention_adam_matches_sklearns_own_optimizer():
+    pytest.importorskip("sklearn")
+    from sklearn.neural_network._stochastic_optimizers import AdamOptimizer
+    start = np.ones(5)
+    params = [start.copy()]
+    sk = AdamOptimizer(params, learning_rate_init=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-3)
+    for g in GRADS:
+        sk.update_params(params, [g])
+    got = run_fastfit(ff.Adam(0.01, eps=1e-3, convention="sklearn"), start)
+    np.testing.assert_allclose(got, params[0], rtol=1e-12)
+
+
+torch = pytest.importorskip("torch")
+
+
+def torch_twin(model):
+    layers = []
+    for k, layer in enumerate(model.layers):
+        lin = torch.nn.Linear(layer.in_features, layer.out_features, dtype=torch.float64)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(layer.W.astype(np.float64)))
+            lin.bias.copy_(torch.from_numpy(layer.b.astype(np.float64)))
+        layers.append(lin)
+        if k < len(model.layers) - 1:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+def torch_flat(seq):
+    return np.concatenate([p.detach().numpy().ravel() for p in seq.parameters()])
+
+
+@pytest.mark.parametrize("name", ["momentum", "nesterov", "adam", "plain"])
+def test_same_steps_as_pytorch(name):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((40, 6))
+    y = rng.integers(0, 3, size=40)
+    model = ff.MLP([6, 16, 3], dtype=np.float64, seed=2)
+    net = torch_twin(model)
+    if name == "adam":
+        ours, theirs = ff.Adam(1e-2), torch.optim.Adam(net.parameters(), lr=1e-2)
+    elif name == "plain":
+        ours, theirs = ff.SGD(0.05), torch.optim.SGD(net.parameters(), lr=0.05)
+    else:
+        nesterov = name == "nesterov"
+        ours = ff.SGD(0.05, momentum=0.9, nesterov=nesterov, convention="torch")
+        theirs = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=nesterov)
+    loss, torch_loss = ff.SoftmaxCrossEntropy(), torch.nn.CrossEntropyLoss()
+    for step in range(25):
+        rows = rng.choice(40, size=8, replace=False)
+        _, dout = loss.value_and_grad(model.forward(X[rows]), y[rows])
+        model.backward(dout)
+        ours.step(model)
+        theirs.zero_grad()
+        torch_loss(net(torch.from_numpy(X[rows])), torch.from_numpy(y[rows])).backward()
+        theirs.step()
+    # torch's parameters are what fastfit's model holds between steps (for Nesterov, the look-ahead point)
+    flat = torch_flat(net)
+    ours_flat = np.concatenate([np.concatenate([l.W.ravel(), l.b]) for l in model.layers])
+    np.testing.assert_allclose(ours_flat, flat, rtol=1e-9, atol=1e-12)
