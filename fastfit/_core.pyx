@@ -200,14 +200,20 @@ cdef double loss_and_grad(int kind, bint mean, const floating* out, Py_ssize_t B
             for j in range(1, C):
                 if row[j] > mx:
                     mx = row[j]
-            # subtract the max first: no overflow for any finite logits
+            # subtract the max first: no overflow for any finite logits. The
+            # exponentials go into the gradient row, then one pass normalises
+            # them (grad may alias out: row[label] is read before it is written).
+            f = row[label]
             s = 0
             for j in range(C):
-                s += fexp(row[j] - mx)
+                e = fexp(row[j] - mx)
+                grow[j] = e
+                s += e
             lse = mx + flog(s)
-            total += <double>(lse - row[label])
+            total += <double>(lse - f)
+            e = scale / s
             for j in range(C):
-                grow[j] = fexp(row[j] - lse) * scale
+                grow[j] *= e
             grow[label] -= scale
     elif kind == 0:  # squared error
         scale = <floating>(2.0 / (B * C)) if mean else <floating>2.0
