@@ -9,6 +9,7 @@ the core is tested against.
 from . import _blas_select
 
 _blas_select.select_kernels()
+_blas_select.select_openmp_wait_policy()
 
 from .network import MLP, Layer  # noqa: E402
 from .losses import BinaryCrossEntropy, Loss, SoftmaxCrossEntropy, SquaredError  # noqa: E402

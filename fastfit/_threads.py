@@ -16,8 +16,12 @@ _requests = []        # thread counts asked for by the fits running now
 _original = None      # the BLAS thread counts before the first of them
 
 #: Below this many flops per training step (6 per weight per sample), one thread
-#: is faster: waking a second thread costs more than it saves (benchmarks/, tiny net).
-SINGLE_THREAD_FLOPS = 4e6
+#: is faster: OpenBLAS synchronises its threads at every product, and for short
+#: products that costs more than the second core gives. Measured on 2 cores
+#: (samples/s, 1 thread vs 2): 784-256-256-10 at batch 64 (104 MFLOP/step)
+#: 52.7k vs 42.6k; at batch 256 (416 MFLOP) 71k vs 119k; 784-1024-1024-10 at
+#: batch 128 (1.4 GFLOP) 7.2k vs 13.9k.
+SINGLE_THREAD_FLOPS = 2e8
 
 
 def cpu_count():

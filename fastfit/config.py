@@ -26,6 +26,7 @@ def blas_info():
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
         "kernel_decision": _blas_select.DECISION,
+        "openmp_decision": _blas_select.OPENMP_DECISION,
         "cpu_count": _threads.cpu_count(),
         "scipy_blas": scipy_blas[0] if scipy_blas else None,
         "all_blas": [lib for lib in libs if lib.get("user_api") == "blas"],
@@ -39,6 +40,7 @@ def show_config(file=None):
     print(f"fastfit {info['fastfit']}  (Python {info['python']}, NumPy {info['numpy']}, SciPy {info['scipy']})", file=file)
     print(f"cores available: {info['cpu_count']}", file=file)
     print(f"kernel choice at import: {info['kernel_decision']}", file=file)
+    print(f"OpenMP (optimizer updates): {info['openmp_decision']}", file=file)
     lib = info["scipy_blas"]
     if lib is None:
         print("BLAS used by fastfit (SciPy's): not identified by threadpoolctl", file=file)

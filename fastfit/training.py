@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from . import _checks, _core, _threads
+from . import _blas_select, _checks, _core, _threads
 from .history import History
 from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy, get_loss
 from .optim import Adam, Optimizer
@@ -206,6 +206,7 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *,
     monitor = "val_loss" if val is not None else "loss"
     best, best_params, stale = math.inf, None, 0
     b1, b2, eps = optimizer.core_args()
+    update_threads = n_threads if _blas_select.PARALLEL_UPDATES else 1
     chunk = 1
     optimizer.prepare(model)
     try:
@@ -226,7 +227,7 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *,
                         X, Y, labels, order, bs, done, n, model.params, model.grads,
                         model._dims, model._woff, model._boff, ws.acts, ws.scratch,
                         ws.xbuf, ws.ybuf, ws.lbuf, loss.kind, loss.mean, optimizer.kind,
-                        m, v, optimizer.lrs(optimizer.t, n), b1, b2, eps, optimizer.t, n_threads)
+                        m, v, optimizer.lrs(optimizer.t, n), b1, b2, eps, optimizer.t, update_threads)
                     elapsed = time.perf_counter() - t0
                     optimizer.t += steps
                     total += chunk_total

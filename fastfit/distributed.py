@@ -1,0 +1,628 @@
+"""Data-parallel training over MPI: ``fastfit.distributed.fit``, the same call as ``fastfit.fit``.
+
+Launch one Python process per rank (``mpirun -n 4 python train.py``); every
+rank runs the same script with the same arguments and calls::
+
+    from fastfit import distributed
+    history = distributed.fit(model, X, y, loss, optimizer, batch_size=256, comm=MPI.COMM_WORLD)
+
+What happens (docs/distributed.md has the launcher and cluster details):
+
+- Start: rank 0's parameters, optimizer step count and optimizer state are
+  broadcast, so every rank starts from the same point. The ranks check that
+  they were given the same model shape, loss, optimizer, batch size, epochs,
+  seed and data shape (a mismatch is a ValueError on every rank).
+- Each epoch every rank draws the same permutation from
+  ``numpy.random.default_rng(seed)``: the batches are exactly those of
+  ``fastfit.fit`` with the same arguments. ``batch_size`` is the global batch:
+  batch j's rows are split into ``comm.size`` contiguous slices, rank r taking
+  ``[r*B//size, (r+1)*B//size)`` of them (a ragged last batch gives uneven
+  slices; a rank whose slice is empty contributes a zero gradient).
+- Each rank gathers only its rows of X (a full array or a ``numpy.memmap``:
+  a memmap is read row by row, never loaded whole), runs the compiled forward
+  pass, the loss with sum reduction, scales dL/dout by the mean's
+  ``1/(global batch rows * elements_per_sample)`` (a linear map, so this equals
+  scaling the summed gradient, at B*C instead of n_params multiplications),
+  and the compiled backward pass into ``model.grads``. One in-place
+  ``Iallreduce(SUM)`` of ``model.grads`` then gives every rank the global
+  batch's gradient, and every rank applies the same compiled optimizer update.
+  The per-step loss sums travel in a second, 3-number all-reduce started
+  before the backward pass.
+- History (loss, validation loss and accuracy or R^2) is reduced across ranks
+  and identical on every rank; validation rows are split among the ranks.
+  ``checkpoint=path``: rank 0 alone writes ``fastfit.save(model, path,
+  optimizer)`` after each epoch (a failed write stops every rank).
+- No silent hang: every collective is non-blocking and polled against a
+  deadline (``timeout`` seconds). A rank that dies or hangs makes the others
+  raise RankFailureError naming the operation, the epoch and step, and the
+  ranks that went silent; at interpreter exit MPI_Abort then ends the job (a
+  plain exit would hang in MPI_Finalize waiting for the dead rank).
+
+mpi4py is optional: ``pip install "fastfit[mpi]"`` installs it with MPICH.
+"""
+import atexit
+import math
+import numbers
+import os
+import sys
+import time
+import zlib
+
+import numpy as np
+
+from . import _checks, _core, _threads
+from .history import History
+from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy, get_loss
+from .optim import Adam, Optimizer
+from .progress import make_progress
+from .training import NonFiniteLossError, _batch_size, _InterruptFlag
+
+#: Seconds a rank waits in one collective operation before it declares the ranks
+#: that have not joined it silent. Generous: the first collectives of a fit also
+#: absorb differences in start-up time (imports, loading data) between ranks.
+DEFAULT_TIMEOUT = 120.0
+
+#: Point-to-point tag of the "who is still here" messages exchanged after a timeout.
+_PROBE_TAG = 31_337
+
+#: Poll loops give the core away between polls where the OS allows it.
+_yield = getattr(os, "sched_yield", None)
+
+#: Rows of X checked for finiteness (or validated) per block.
+_BLOCK_ROWS = 4096
+
+
+class RankFailureError(RuntimeError):
+    """A collective step did not complete within the timeout: another rank died or hangs.
+
+    Attributes: ``what`` (the operation), ``epoch`` and ``step`` (1-based, or None
+    before the first step), ``silent`` (the ranks that sent nothing; a rank
+    that is itself stuck is listed too), ``timeout`` (seconds). When this error
+    has been raised, MPI_Abort ends the job at interpreter exit.
+    """
+
+    def __init__(self, message, what, epoch, step, silent, timeout):
+        super().__init__(message)
+        self.what, self.epoch, self.step, self.silent, self.timeout = what, epoch, step, silent, timeout
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ImportError("fastfit.distributed needs mpi4py and an MPI library: "
+                          "pip install \"fastfit[mpi]\" (mpi4py and the mpich wheel), "
+                          f"or mpi4py built against your cluster's MPI ({exc})") from None
+    return MPI
+
+
+_abort_armed = False
+
+
+def _abort_at_exit(comm, code):
+    """After a rank failure a normal exit would hang in MPI_Finalize: end the job instead."""
+    global _abort_armed
+    if _abort_armed:
+        return
+    _abort_armed = True
+
+    def _abort():
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            time.sleep(0.5)  # let the other survivors print their own message first
+        finally:
+            comm.Abort(code)
+
+    atexit.register(_abort)
+
+
+class _Collectives:
+    """The fit's collective operations, each non-blocking and waited for with a deadline."""
+
+    def __init__(self, comm, MPI, timeout):
+        self.comm, self.MPI, self.timeout = comm, MPI, timeout
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.where = (None, None)  # (epoch, step) for messages
+
+    def wait(self, requests, what):
+        """Wait for the requests; RankFailureError after ``timeout`` seconds without completion."""
+        MPI = self.MPI
+        t0 = time.perf_counter()
+        deadline = t0 + self.timeout
+        spin_until = t0 + 0.5  # poll flat out first: MPI progresses only inside our calls
+        pause = 1e-4
+        try:
+            while not MPI.Request.Testall(requests):
+                now = time.perf_counter()
+                if now >= deadline:
+                    self._fail(what, "no answer")
+                if now >= spin_until:
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.01)
+                elif _yield is not None:
+                    _yield()  # a rank sharing its core (oversubscribed node) lets the others run
+        except MPI.Exception as exc:
+            self._fail(what, f"MPI error {exc.Get_error_class()} ({exc.Get_error_string()})")
+
+    def allreduce(self, buf, what):
+        """In-place sum over ranks of a contiguous array."""
+        self.wait([self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)], what)
+
+    def bcast(self, buf, what):
+        """buf from rank 0 to every rank, in place."""
+        self.wait([self.comm.Ibcast(buf, root=0)], what)
+
+    def allgather(self, row, what):
+        """(size, len(row)) array of every rank's row."""
+        row = np.ascontiguousarray(row)
+        out = np.empty((self.size,) + row.shape, dtype=row.dtype)
+        self.wait([self.comm.Iallgather(row, out)], what)
+        return out
+
+    def _silent_ranks(self, epoch, step, grace):
+        """Ranks that do not answer a 'still here' message within grace seconds.
+
+        Every rank that times out in the same operation sends one to every
+        other rank, so the live ones hear from each other; the dead or stuck
+        ones stay silent. O(size) messages per rank, and only after a failure.
+        """
+        MPI, comm = self.MPI, self.comm
+        others = [r for r in range(self.size) if r != self.rank]
+        me = np.array([self.rank, -1 if epoch is None else epoch, -1 if step is None else step], dtype=np.int64)
+        inbox = {r: np.zeros(3, dtype=np.int64) for r in others}
+        try:
+            for r in others:
+                comm.Isend(me, dest=r, tag=_PROBE_TAG)  # never waited for: the receiver may be dead
+            recvs = {r: comm.Irecv(inbox[r], source=r, tag=_PROBE_TAG) for r in others}
+            end = time.perf_counter() + grace
+            pending = set(others)
+            while pending and time.perf_counter() < end:
+                pending -= {r for r in pending if recvs[r].Test()}
+                time.sleep(0.005)
+            return sorted(pending)
+        except MPI.Exception:
+            return None  # unknown
+
+    def _fail(self, what, why):
+        epoch, step = self.where
+        grace = min(max(2.0, 0.05 * self.timeout), 30.0)
+        silent = self._silent_ranks(epoch, step, grace)
+        place = "before the first step" if epoch is None else f"at epoch {epoch}, step {step}"
+        if silent:
+            who = f"rank{'s' if len(silent) > 1 else ''} {', '.join(map(str, silent))} of {self.size} " \
+                  f"{'have' if len(silent) > 1 else 'has'} not joined it (died or hangs)"
+        elif silent == []:
+            who = "every other rank answers a direct message, so the collective itself is stuck"
+        else:
+            who = "the ranks that did not join it could not be determined"
+        message = (f"distributed fit, rank {self.rank}: the {what} {place} got {why} within "
+                   f"{self.timeout:g} s: {who}. The job will be aborted at exit "
+                   f"(raise `timeout=` if a rank is legitimately that slow).")
+        _abort_at_exit(self.comm, 1)
+        raise RankFailureError(message, what, epoch, step, silent, self.timeout)
+
+
+# ---------------------------------------------------------------- input checks
+
+def _rows_of(X, name, n_features):
+    """X as a 2-D numeric array (a memmap stays a memmap: nothing is copied here)."""
+    arr = _checks._as_numeric_array(X, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (samples, features), got {arr.ndim}-D with shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples")
+    if arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features but the model's input layer takes {n_features}")
+    return arr
+
+
+def _shard(n, rank, size):
+    """Rows [lo, hi) of n that rank takes in a contiguous split (uneven allowed, possibly empty)."""
+    return (rank * n) // size, ((rank + 1) * n) // size
+
+
+def _first_bad_row(X, lo, hi, dtype):
+    """(row, col, code) of the first non-finite (code 1) or too-large-for-dtype (code 2) value in rows [lo, hi)."""
+    for a in range(lo, hi, _BLOCK_ROWS):
+        block = np.asarray(X[a:min(hi, a + _BLOCK_ROWS)])
+        if block.dtype.kind != "f":
+            continue  # integers: finite, and within float32's range
+        with np.errstate(over="ignore"):
+            conv = block.astype(dtype, copy=False)
+        if conv.dtype.kind == "f" and not np.isfinite(conv).all():
+            orig_bad = ~np.isfinite(block) if block.dtype.kind == "f" else np.zeros(block.shape, bool)
+            if orig_bad.any():
+                i, j = np.argwhere(orig_bad)[0]
+                return a + int(i), int(j), 1
+            i, j = np.argwhere(~np.isfinite(conv))[0]
+            return a + int(i), int(j), 2
+    return -1, -1, 0
+
+
+def _check_finite_sharded(coll, X, name, dtype):
+    """Every rank checks its contiguous share of X's rows; the first bad value is reported on all ranks."""
+    lo, hi = _shard(X.shape[0], coll.rank, coll.size)
+    found = coll.allgather(np.array(_first_bad_row(X, lo, hi, dtype), dtype=np.int64),
+                           f"finiteness check of {name}")
+    for row, col, code in found:
+        if code == 1:
+            raise ValueError(f"{name} contains NaN or infinity (first at index [{row}, {col}])")
+        if code == 2:
+            raise ValueError(f"{name} holds values too large for {np.dtype(dtype)} (first at index [{row}, {col}])")
+
+
+def _fingerprint(items):
+    """int64 row: each item's value if it is a small int, else the CRC32 of its repr."""
+    row = []
+    for _, value in items:
+        if isinstance(value, (bool, np.bool_)):
+            row.append(int(value))
+        elif isinstance(value, numbers.Integral) and abs(int(value)) < 2 ** 62:
+            row.append(int(value))
+        else:
+            row.append(zlib.crc32(repr(value).encode()))
+    return np.array(row, dtype=np.int64)
+
+
+def _check_same_everywhere(coll, items):
+    """ValueError on every rank when the ranks were given different settings or data shapes.
+
+    Returns how many ranks of the communicator run on this host (same processor name)."""
+    host = zlib.crc32(coll.MPI.Get_processor_name().encode())
+    row = np.concatenate([_fingerprint(items), [host]])
+    table = coll.allgather(row, "consistency check of the fit's arguments")
+    same_host = int(np.count_nonzero(table[:, -1] == host))
+    table = table[:, :-1]
+    differ = [name for k, (name, _) in enumerate(items) if np.any(table[:, k] != table[0, k])]
+    if differ:
+        ranks = sorted({int(r) for r in range(coll.size) if np.any(table[r] != table[0])})
+        raise ValueError(f"distributed fit: the ranks were given different {', '.join(differ)} "
+                         f"(ranks {ranks} differ from rank 0); every rank must call fit with the same "
+                         "model shape, loss, optimizer, batch size, epochs, seed and data shape")
+    return same_host
+
+
+def _optimizer_signature(opt):
+    """The hyper-parameters that must agree across ranks (a callable lr by its type only)."""
+    state = {}
+    for key, value in sorted(vars(opt).items()):
+        if key in ("t", "_m", "_v", "_bound", "_lookahead"):
+            continue
+        state[key] = type(value).__name__ if callable(value) else value
+    return type(opt).__name__, opt.kind, opt.core_args(), tuple(state.items())
+
+
+def _default_threads(local_batch, model, ranks_here):
+    """BLAS threads per rank: one for small steps; otherwise this rank's share of the host's cores
+    (all the cores it is bound to, when the launcher pinned it to fewer than the host has)."""
+    if _threads.auto_threads(6.0 * model.n_params * max(local_batch, 1)) == 1:
+        return 1
+    cores = _threads.cpu_count()  # the cores this process may run on
+    if cores < (os.cpu_count() or cores):
+        return max(1, cores)
+    return max(1, cores // max(1, ranks_here))
+
+
+# ---------------------------------------------------------------- validation across ranks
+
+class _Validation:
+    """Validation rows split among the ranks; the sums are all-reduced."""
+
+    def __init__(self, model, loss, X, Y, labels, coll):
+        self.model, self.loss, self.coll = model, loss, coll
+        self.X, self.Y, self.labels = X, Y, labels
+        self.n = X.shape[0]
+        self.lo, self.hi = _shard(self.n, coll.rank, coll.size)
+        C = model.n_outputs
+        self.regression = not isinstance(loss, (SoftmaxCrossEntropy, BinaryCrossEntropy))
+        if self.regression:  # the targets are on every rank: ss_tot needs no communication
+            self.ss_tot = ((Y - Y.mean(axis=0)) ** 2).sum(axis=0, dtype=np.float64)
+        self.sums = np.zeros(2 + (C if self.regression else 0), dtype=np.float64)
+
+    def __call__(self):
+        model, loss, C = self.model, self.loss, self.model.n_outputs
+        sums = self.sums
+        sums[:] = 0.0
+        for a in range(self.lo, self.hi, _BLOCK_ROWS):
+            b = min(self.hi, a + _BLOCK_ROWS)
+            Xb = np.ascontiguousarray(self.X[a:b], dtype=model.dtype)
+            out = model.predict(Xb)
+            Yb = self.Y[a:b] if self.Y.size else self.Y
+            Lb = self.labels[a:b] if self.labels.size else self.labels
+            grad = np.empty_like(out)
+            sums[0] += _core.loss_value_and_grad(loss.kind, loss.mean, out, np.ascontiguousarray(Yb),
+                                                 np.ascontiguousarray(Lb), grad)
+            if isinstance(loss, SoftmaxCrossEntropy):
+                sums[1] += np.count_nonzero(out.argmax(axis=1) == Lb)
+            elif isinstance(loss, BinaryCrossEntropy):
+                sums[1] += np.count_nonzero((out > 0) == (Yb > 0.5))
+            else:
+                sums[2:] += ((Yb - out) ** 2).sum(axis=0, dtype=np.float64)
+        self.coll.allreduce(sums, "validation all-reduce")
+        result = {"val_loss": loss.reduce(sums[0], self.n, C)}
+        if isinstance(loss, SoftmaxCrossEntropy):
+            result["val_accuracy"] = float(sums[1] / self.n)
+        elif isinstance(loss, BinaryCrossEntropy):
+            result["val_accuracy"] = float(sums[1] / (self.n * C))
+        else:
+            ss_tot = self.ss_tot
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r2 = np.where(ss_tot > 0, 1 - sums[2:] / np.where(ss_tot > 0, ss_tot, 1), 0.0)
+            result["val_r2"] = float(r2.mean())
+        return result
+
+
+def evaluate(model, X, y, loss, comm=None, timeout=DEFAULT_TIMEOUT):
+    """``fastfit.evaluate`` across ranks: each rank predicts its share of the rows
+    (X full on every rank, or a memmap); the same dict on every rank."""
+    MPI = _mpi()
+    comm = MPI.COMM_WORLD if comm is None else comm
+    coll = _Collectives(comm, MPI, float(timeout))
+    loss = get_loss(loss)
+    X = _rows_of(X, "X", model.n_inputs)
+    Y, labels = loss.targets(y, X.shape[0], model.n_outputs, model.dtype)
+    _check_finite_sharded(coll, X, "X", model.dtype)
+    scores = _Validation(model, loss, X, Y, labels, coll)()
+    return {k[len("val_"):]: v for k, v in scores.items()}
+
+
+# ---------------------------------------------------------------- the fit
+
+def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, comm=None,
+        shuffle=True, drop_last=False, n_threads=None, validation_data=None, validation_split=0.0,
+        early_stopping=False, patience=5, min_delta=0.0, restore_best=True, callbacks=None,
+        checkpoint=None, timeout=DEFAULT_TIMEOUT, verbose="auto"):
+    """``fastfit.fit`` across the ranks of ``comm`` (default ``MPI.COMM_WORLD``); returns a History.
+
+    Call it on every rank with the same arguments. ``batch_size`` is the global
+    batch: with the same seed, the parameters after the fit equal (to float
+    rounding) those of ``fastfit.fit`` in one process, whatever the number of
+    ranks. X (full on every rank, or a numpy.memmap of one file) is read only
+    at the rows each rank needs; y is small and read whole.
+
+    The history is identical on every rank: ``loss`` and the validation scores
+    are reduced over all ranks; ``time`` is the slowest rank's epoch time and
+    ``allreduce_s`` the mean time per rank spent waiting for the gradient
+    all-reduce in the epoch. Callbacks run on every rank with the same record
+    (print from one rank only: ``comm.rank == 0``); one returning False on any
+    rank stops every rank. ``checkpoint``: a path that rank 0 writes with
+    ``fastfit.save(model, path, optimizer)`` after every epoch. ``n_threads``:
+    BLAS threads per rank (default: one for small steps, else the node's cores
+    shared among its ranks). ``timeout``: seconds any collective may wait for
+    the other ranks before RankFailureError (then the job is aborted at exit).
+    """
+    MPI = _mpi()
+    comm = MPI.COMM_WORLD if comm is None else comm
+    if not (isinstance(timeout, numbers.Real) and timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    coll = _Collectives(comm, MPI, float(timeout))
+    rank, size = coll.rank, coll.size
+
+    # ---- local checks: deterministic, so every rank given the same arguments agrees
+    loss = get_loss(loss)
+    if optimizer is None:
+        optimizer = Adam()
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a fastfit optimizer (SGD, Adam, NormalizedGD), got {optimizer!r}")
+    X = _rows_of(X, "X", model.n_inputs)
+    Y, labels = loss.targets(y, X.shape[0], model.n_outputs, model.dtype)
+    epochs = _checks.positive_int(epochs, "epochs")
+    if not (isinstance(validation_split, numbers.Real) and 0 <= validation_split < 1):
+        raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+    if validation_data is not None and validation_split:
+        raise ValueError("give validation_data or validation_split, not both")
+    val = None
+    if validation_data is not None:
+        try:
+            Xv, yv = validation_data
+        except (TypeError, ValueError):
+            raise ValueError("validation_data must be a pair (X_val, y_val)") from None
+        Xv = _rows_of(Xv, "validation_data[0]", model.n_inputs)
+        Yv, Lv = loss.targets(yv, Xv.shape[0], model.n_outputs, model.dtype, name="validation_data[1]")
+        val = (Xv, Yv, Lv)
+    elif validation_split:
+        n_val = int(round(X.shape[0] * validation_split))
+        if n_val < 1 or n_val >= X.shape[0]:
+            raise ValueError(f"validation_split={validation_split} leaves {n_val} validation rows "
+                             f"of {X.shape[0]}: both parts need at least one")
+        cut = X.shape[0] - n_val
+        val = (X[cut:], Y[cut:] if Y.size else Y, labels[cut:] if labels.size else labels)
+        X, Y, labels = X[:cut], (Y[:cut] if Y.size else Y), (labels[:cut] if labels.size else labels)
+    N = X.shape[0]
+    bs = _batch_size(batch_size, N)
+    n_batches = max(N // bs if drop_last else -(-N // bs), 1)
+    capacity = -(-bs // size)  # the largest slice a rank gets
+    patience = _checks.positive_int(patience, "patience")
+    if not (isinstance(min_delta, numbers.Real) and min_delta >= 0):
+        raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
+    if callbacks is None:
+        callbacks = []
+    elif callable(callbacks):
+        callbacks = [callbacks]
+    else:
+        callbacks = list(callbacks)
+    for cb in callbacks:
+        if not callable(cb):
+            raise TypeError(f"callbacks must be callables taking the epoch's record, got {cb!r}")
+    if verbose not in (0, 1, 2, "auto", True, False):
+        raise ValueError(f"verbose must be 0, 1 or 'auto', got {verbose!r}")
+    if seed is None:
+        raise ValueError("distributed fit needs an explicit seed: every rank must draw the same batches")
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"seed must be a non-negative integer, got {seed!r} ({exc})") from None
+    optimizer.lrs(optimizer.t, 0)  # a schedule that fails, fails now
+    optimizer.bind(model)
+
+    # ---- the ranks agree on what they are doing, and on the data's finiteness
+    items = [("model sizes", model.sizes), ("dtype", model.dtype.str), ("loss", repr(loss)),
+             ("optimizer", _optimizer_signature(optimizer)), ("batch_size", bs), ("epochs", epochs),
+             ("seed", repr(seed)), ("training rows", N),
+             ("targets", (Y.shape, labels.shape, zlib.crc32(labels if labels.size else Y))),
+             ("shuffle", bool(shuffle)), ("drop_last", bool(drop_last)),
+             ("validation rows", -1 if val is None else val[0].shape[0]),
+             ("early_stopping", (bool(early_stopping), patience, float(min_delta), bool(restore_best))),
+             ("checkpoint", checkpoint is not None)]
+    ranks_here = _check_same_everywhere(coll, items)
+    _check_finite_sharded(coll, X, "X", model.dtype)
+    if val is not None:
+        _check_finite_sharded(coll, val[0], "validation X", model.dtype)
+
+    # ---- rank 0's starting point everywhere: parameters, step count, optimizer state
+    m, v = optimizer.state_buffers()
+    head = np.array([optimizer.t, int(getattr(optimizer, "_lookahead", True))], dtype=np.int64)
+    coll.bcast(head, "broadcast of the step count")
+    coll.bcast(model.params, "broadcast of the parameters")
+    for buf in (m, v):
+        if buf.size:
+            coll.bcast(buf, "broadcast of the optimizer state")
+    optimizer.t = int(head[0])
+    if hasattr(optimizer, "_lookahead"):
+        optimizer._lookahead = bool(head[1])
+
+    if n_threads is None:
+        n_threads = _default_threads(capacity, model, ranks_here)
+    else:
+        n_threads = _checks.positive_int(n_threads, "n_threads")
+
+    # ---- buffers
+    d0, C = model.n_inputs, model.n_outputs
+    H = sum(model.sizes[1:-1])
+    ycols = Y.shape[1] if Y.size else 0
+    ws = model.workspace(capacity, target_cols=ycols, labels=bool(labels.size))
+    direct = X.dtype == model.dtype  # gather straight into the buffer; else gather, then cast
+    per_sample = loss.elements_per_sample(C) if loss.mean else None  # "mean": 1/(global rows * this)
+    stats = np.zeros(3, dtype=np.float64)  # [loss sum, non-finite ranks, interrupted ranks]
+    validate = None if val is None else _Validation(model, loss, *val, coll)
+    model._last_X = None
+    history = History()
+    progress = make_progress(verbose if rank == 0 else 0, epochs, n_batches * bs if drop_last else N)
+    monitor = "val_loss" if val is not None else "loss"
+    best, best_params, stale = math.inf, None, 0
+    b1, b2, eps = optimizer.core_args()
+    optimizer.prepare(model)
+    try:
+        with _InterruptFlag() as interrupt, _threads.blas_threads(n_threads):
+            for epoch in range(1, epochs + 1):
+                order = rng.permutation(N) if shuffle else np.arange(N)
+                order = np.ascontiguousarray(order, dtype=np.intp)
+                lrs = optimizer.lrs(optimizer.t, n_batches)
+                t_epoch = time.perf_counter()
+                lr_first = float(lrs[0])
+                total, rows, wait_s, last_shown = 0.0, 0, 0.0, t_epoch
+                for j in range(n_batches):
+                    coll.where = (epoch, j + 1)
+                    start, stop = j * bs, min((j + 1) * bs, N)
+                    Bg = stop - start
+                    lo, hi = _shard(Bg, rank, size)
+                    b = hi - lo
+                    local, bad = 0.0, 0.0
+                    if b:
+                        idx = order[start + lo:start + hi]
+                        xb = ws.xbuf[:b * d0].reshape(b, d0)
+                        if direct:
+                            np.take(X, idx, axis=0, out=xb)
+                        else:
+                            xb[...] = np.take(X, idx, axis=0)
+                        Yb = np.take(Y, idx, axis=0, out=ws.ybuf[:b * ycols].reshape(b, ycols)) if ycols else Y
+                        Lb = np.take(labels, idx, out=ws.lbuf[:b]) if labels.size else labels
+                        _core.forward(model.params, model._dims, model._woff, model._boff, xb, ws.acts)
+                        out = ws.acts[b * H:b * H + b * C].reshape(b, C)
+                        local = _core.loss_value_and_grad(loss.kind, False, out, Yb, Lb, out)
+                        bad = 0.0 if math.isfinite(local) else 1.0
+                    stats[0], stats[1], stats[2] = (local if not bad else 0.0), bad, float(interrupt.raised)
+                    req_stats = comm.Iallreduce(MPI.IN_PLACE, stats, op=MPI.SUM)
+                    if b and not bad:
+                        if per_sample is not None:
+                            out *= 1.0 / (Bg * per_sample)
+                        _core.backward(model.params, model.grads, model._dims, model._woff, model._boff,
+                                       xb, ws.acts, ws.scratch)
+                    else:
+                        model.grads.fill(0)
+                    t_wait = time.perf_counter()
+                    req_grads = comm.Iallreduce(MPI.IN_PLACE, model.grads, op=MPI.SUM)
+                    coll.wait([req_stats, req_grads], "gradient all-reduce")
+                    wait_s += time.perf_counter() - t_wait
+                    if stats[1]:
+                        raise NonFiniteLossError(
+                            f"the loss is not finite at epoch {epoch}, step {j + 1} of {n_batches} "
+                            f"(on {int(stats[1])} of {size} ranks); the fit stopped and the model keeps "
+                            f"the parameters of the last finite step. The learning rate ({optimizer.lr!r}) "
+                            "is probably too large: try a smaller one.", epoch, j + 1, history)
+                    if stats[2]:
+                        raise KeyboardInterrupt
+                    m, v = optimizer.state_buffers()
+                    _core.optimizer_step(optimizer.kind, model.params, model.grads, m, v,
+                                         float(lrs[j]), float(lrs[j + 1]), b1, b2, eps, optimizer.t, n_threads)
+                    optimizer.t += 1
+                    total += stats[0]
+                    rows += Bg
+                    now = time.perf_counter()
+                    if now - last_shown > 0.2:
+                        progress.update_steps(epoch, j + 1, n_batches)
+                        last_shown = now
+                coll.where = (epoch, n_batches)
+                seconds = time.perf_counter() - t_epoch
+                record = {"epoch": epoch, "loss": loss.reduce(total, rows, C)}
+                need_phi = validate is not None or early_stopping or callbacks or checkpoint is not None
+                if need_phi:
+                    optimizer.finalize(model)  # judge (and save) the trajectory's phi, not Nesterov's look-ahead
+                if validate is not None:
+                    record.update(validate())
+                # the same numbers on every rank: the slowest rank's time, the mean wait; and a
+                # check that the ranks still hold bit-identical parameters
+                crc = zlib.crc32(model.params)
+                table = coll.allgather(np.array([seconds, wait_s, crc], dtype=np.float64),
+                                       "end-of-epoch exchange")
+                if np.any(table[:, 2] != table[0, 2]):
+                    raise RuntimeError(
+                        f"distributed fit: after epoch {epoch} the ranks' parameters differ (checksums "
+                        f"{[int(c) for c in table[:, 2]]}); the MPI library's sum is not the same on every "
+                        "rank, which fastfit.distributed relies on")
+                seconds = float(table[:, 0].max())
+                record.update(lr=lr_first, time=seconds, samples_per_s=rows / seconds if seconds > 0 else math.inf,
+                              allreduce_s=float(table[:, 1].mean()))
+                history.record(**record)
+                progress.end_epoch(record)
+                stop = False
+                if early_stopping:
+                    if record[monitor] < best - min_delta:
+                        best, stale = record[monitor], 0
+                        if restore_best:
+                            best_params = model.params.copy()
+                    else:
+                        stale += 1
+                        stop = stale >= patience
+                for cb in callbacks:
+                    if cb(dict(record)) is False:
+                        stop = True
+                failed = None
+                if checkpoint is not None and rank == 0:
+                    try:
+                        from .io import save
+                        save(model, checkpoint, optimizer=optimizer)
+                    except Exception as exc:  # reported on every rank below
+                        failed = exc
+                flags = coll.allgather(np.array([stop, failed is not None], dtype=np.int64),
+                                       "end-of-epoch agreement")
+                if failed is not None:
+                    raise failed
+                if flags[0, 1]:
+                    raise RuntimeError(f"distributed fit: rank 0 could not write the checkpoint {checkpoint!r} "
+                                       f"after epoch {epoch}; every rank stops (rank 0 reports why)")
+                if need_phi:
+                    optimizer.prepare(model)
+                if flags[:, 0].any():
+                    break
+    except KeyboardInterrupt as exc:
+        exc.history = history
+        raise
+    finally:
+        coll.where = (None, None)
+        optimizer.finalize(model)
+        progress.close()
+    if early_stopping and restore_best and best_params is not None:
+        model.params[...] = best_params
+    return history
