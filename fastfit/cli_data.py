@@ -7,7 +7,6 @@ training data's mean and scale, which the model file keeps for ``predict``.
 """
 import csv
 import json
-import os
 import sys
 
 import numpy as np

@@ -53,9 +53,8 @@ import numpy as np
 from . import _checks, _core, _threads
 from .history import History
 from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy, get_loss
-from .optim import Adam, Optimizer
 from .progress import make_progress
-from .training import NonFiniteLossError, _batch_size, _InterruptFlag
+from .training import EpochEnd, NonFiniteLossError, _InterruptFlag, check_fit_arguments
 
 #: Seconds a rank waits in one collective operation before it declares the ranks
 #: that have not joined it silent. Generous: the first collectives of a fit also
@@ -400,60 +399,15 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
     rank, size = coll.rank, coll.size
 
     # ---- local checks: deterministic, so every rank given the same arguments agrees
-    loss = get_loss(loss)
-    if optimizer is None:
-        optimizer = Adam()
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a fastfit optimizer (SGD, Adam, NormalizedGD), got {optimizer!r}")
-    X = _rows_of(X, "X", model.n_inputs)
-    Y, labels = loss.targets(y, X.shape[0], model.n_outputs, model.dtype)
-    epochs = _checks.positive_int(epochs, "epochs")
-    if not (isinstance(validation_split, numbers.Real) and 0 <= validation_split < 1):
-        raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
-    if validation_data is not None and validation_split:
-        raise ValueError("give validation_data or validation_split, not both")
-    val = None
-    if validation_data is not None:
-        try:
-            Xv, yv = validation_data
-        except (TypeError, ValueError):
-            raise ValueError("validation_data must be a pair (X_val, y_val)") from None
-        Xv = _rows_of(Xv, "validation_data[0]", model.n_inputs)
-        Yv, Lv = loss.targets(yv, Xv.shape[0], model.n_outputs, model.dtype, name="validation_data[1]")
-        val = (Xv, Yv, Lv)
-    elif validation_split:
-        n_val = int(round(X.shape[0] * validation_split))
-        if n_val < 1 or n_val >= X.shape[0]:
-            raise ValueError(f"validation_split={validation_split} leaves {n_val} validation rows "
-                             f"of {X.shape[0]}: both parts need at least one")
-        cut = X.shape[0] - n_val
-        val = (X[cut:], Y[cut:] if Y.size else Y, labels[cut:] if labels.size else labels)
-        X, Y, labels = X[:cut], (Y[:cut] if Y.size else Y), (labels[:cut] if labels.size else labels)
-    N = X.shape[0]
-    bs = _batch_size(batch_size, N)
-    n_batches = max(N // bs if drop_last else -(-N // bs), 1)
-    capacity = -(-bs // size)  # the largest slice a rank gets
-    patience = _checks.positive_int(patience, "patience")
-    if not (isinstance(min_delta, numbers.Real) and min_delta >= 0):
-        raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
-    if callbacks is None:
-        callbacks = []
-    elif callable(callbacks):
-        callbacks = [callbacks]
-    else:
-        callbacks = list(callbacks)
-    for cb in callbacks:
-        if not callable(cb):
-            raise TypeError(f"callbacks must be callables taking the epoch's record, got {cb!r}")
-    if verbose not in (0, 1, 2, "auto", True, False):
-        raise ValueError(f"verbose must be 0, 1 or 'auto', got {verbose!r}")
     if seed is None:
         raise ValueError("distributed fit needs an explicit seed: every rank must draw the same batches")
-    try:
-        rng = np.random.default_rng(seed)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"seed must be a non-negative integer, got {seed!r} ({exc})") from None
-    optimizer.lrs(optimizer.t, 0)  # a schedule that fails, fails now
+    args = check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, validation_data,
+                               validation_split, drop_last, patience, min_delta, callbacks, verbose,
+                               as_rows=lambda arr, name: _rows_of(arr, name, model.n_inputs))
+    loss, optimizer, X, Y, labels, val = args.loss, args.optimizer, args.X, args.Y, args.labels, args.val
+    N, bs, n_batches, epochs, rng = args.N, args.batch_size, args.n_batches, args.epochs, args.rng
+    patience, min_delta, callbacks = args.patience, args.min_delta, args.callbacks
+    capacity = -(-bs // size)  # the largest slice a rank gets
     optimizer.bind(model)
 
     # ---- the ranks agree on what they are doing, and on the data's finiteness
@@ -499,8 +453,8 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
     model._last_X = None
     history = History()
     progress = make_progress(verbose if rank == 0 else 0, epochs, n_batches * bs if drop_last else N)
-    monitor = "val_loss" if val is not None else "loss"
-    best, best_params, stale = math.inf, None, 0
+    epoch_end = EpochEnd(early_stopping, patience, min_delta, restore_best, callbacks,
+                         monitor="val_loss" if val is not None else "loss")
     b1, b2, eps = optimizer.core_args()
     optimizer.prepare(model)
     try:
@@ -586,18 +540,7 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
                               allreduce_s=float(table[:, 1].mean()))
                 history.record(**record)
                 progress.end_epoch(record)
-                stop = False
-                if early_stopping:
-                    if record[monitor] < best - min_delta:
-                        best, stale = record[monitor], 0
-                        if restore_best:
-                            best_params = model.params.copy()
-                    else:
-                        stale += 1
-                        stop = stale >= patience
-                for cb in callbacks:
-                    if cb(dict(record)) is False:
-                        stop = True
+                stop = epoch_end(record, model)
                 failed = None
                 if checkpoint is not None and rank == 0:
                     try:
@@ -623,6 +566,5 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
         coll.where = (None, None)
         optimizer.finalize(model)
         progress.close()
-    if early_stopping and restore_best and best_params is not None:
-        model.params[...] = best_params
+    epoch_end.restore_best_params(model)
     return history

@@ -9,7 +9,6 @@ answers Ctrl-C, so a fit always stops at a step boundary.
 import math
 import numbers
 import signal
-import sys
 import threading
 import time
 
@@ -45,16 +44,6 @@ def _batch_size(batch_size, n):
     if bs > _checks.BLAS_INT_MAX:
         raise ValueError(f"batch_size must be at most {_checks.BLAS_INT_MAX} rows (BLAS's 32-bit sizes), got {bs}")
     return bs
-
-
-def _validation_arrays(model, loss, validation_data, name="validation_data"):
-    try:
-        Xv, yv = validation_data
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (X_val, y_val)") from None
-    Xv = _checks.features(Xv, model.n_inputs, model.dtype, name=f"{name}[0]")
-    Yv, Lv = loss.targets(yv, Xv.shape[0], model.n_outputs, model.dtype, name=f"{name}[1]")
-    return Xv, Yv, Lv
 
 
 def evaluate(model, X, y, loss):
@@ -111,10 +100,119 @@ class _InterruptFlag:
         return False
 
 
+class FitArguments:
+    """The checked and converted arguments of a fit (see check_fit_arguments)."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+
+def check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, validation_data,
+                        validation_split, drop_last, patience, min_delta, callbacks, verbose, as_rows):
+    """Check and convert fit()'s arguments, touching neither model nor optimizer.
+
+    ``as_rows(array, name)`` turns X (and validation X) into the rows the caller
+    trains on: a checked contiguous array here, a lazily read one in
+    distributed.py. Shared by fit and distributed.fit, so both refuse the same
+    input the same way.
+    """
+    loss = get_loss(loss)
+    if optimizer is None:
+        optimizer = Adam()
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a fastfit optimizer (SGD, Adam, NormalizedGD), got {optimizer!r}")
+    X = as_rows(X, "X")
+    Y, labels = loss.targets(y, X.shape[0], model.n_outputs, model.dtype)
+    epochs = _checks.positive_int(epochs, "epochs")
+    if not (isinstance(validation_split, numbers.Real) and 0 <= validation_split < 1):
+        raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+    if validation_data is not None and validation_split:
+        raise ValueError("give validation_data or validation_split, not both")
+    val = None
+    if validation_data is not None:
+        try:
+            Xv, yv = validation_data
+        except (TypeError, ValueError):
+            raise ValueError("validation_data must be a pair (X_val, y_val)") from None
+        Xv = as_rows(Xv, "validation_data[0]")
+        Yv, Lv = loss.targets(yv, Xv.shape[0], model.n_outputs, model.dtype, name="validation_data[1]")
+        val = (Xv, Yv, Lv)
+    elif validation_split:
+        n_val = int(round(X.shape[0] * validation_split))
+        if n_val < 1 or n_val >= X.shape[0]:
+            raise ValueError(f"validation_split={validation_split} leaves {n_val} validation rows "
+                             f"of {X.shape[0]}: both parts need at least one")
+        cut = X.shape[0] - n_val
+        val = (X[cut:], Y[cut:] if Y.size else Y, labels[cut:] if labels.size else labels)
+        X, Y, labels = X[:cut], (Y[:cut] if Y.size else Y), (labels[:cut] if labels.size else labels)
+    N = X.shape[0]
+    bs = _batch_size(batch_size, N)
+    n_batches = max(N // bs if drop_last else -(-N // bs), 1)
+    patience = _checks.positive_int(patience, "patience")
+    if not (isinstance(min_delta, numbers.Real) and min_delta >= 0):
+        raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
+    if callbacks is None:
+        callbacks = []
+    elif callable(callbacks):
+        callbacks = [callbacks]
+    else:
+        try:
+            callbacks = list(callbacks)
+        except TypeError:
+            raise TypeError(f"callbacks must be a list of callables, got {callbacks!r}") from None
+    for cb in callbacks:
+        if not callable(cb):
+            raise TypeError(f"callbacks must be callables taking the epoch's record, got {cb!r}")
+    if verbose not in (0, 1, 2, "auto", True, False):
+        raise ValueError(f"verbose must be 0, 1 or 'auto', got {verbose!r}")
+    optimizer.lrs(optimizer.t, 0)  # a schedule that fails, fails now
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"seed must be a non-negative integer, got {seed!r} ({exc})") from None
+    return FitArguments(loss=loss, optimizer=optimizer, X=X, Y=Y, labels=labels, val=val, N=N,
+                        batch_size=bs, n_batches=n_batches, epochs=epochs, patience=patience,
+                        min_delta=min_delta, callbacks=callbacks, rng=rng)
+
+
+class EpochEnd:
+    """What happens after each epoch's record: early stopping and callbacks.
+
+    Calling it with the record returns True when the fit should stop: the
+    monitored loss has not improved by ``min_delta`` for ``patience`` epochs, or
+    a callback returned False. It keeps the best epoch's parameters for
+    ``restore_best_params``.
+    """
+
+    def __init__(self, early_stopping, patience, min_delta, restore_best, callbacks, monitor):
+        self.early_stopping, self.patience, self.min_delta = early_stopping, patience, min_delta
+        self.restore_best, self.callbacks, self.monitor = restore_best, callbacks, monitor
+        self.best, self.best_params, self.stale = math.inf, None, 0
+
+    def __call__(self, record, model):
+        stop = False
+        if self.early_stopping:
+            if record[self.monitor] < self.best - self.min_delta:
+                self.best, self.stale = record[self.monitor], 0
+                if self.restore_best:
+                    self.best_params = model.params.copy()
+            else:
+                self.stale += 1
+                stop = self.stale >= self.patience
+        for cb in self.callbacks:
+            if cb(dict(record)) is False:
+                stop = True
+        return stop
+
+    def restore_best_params(self, model):
+        if self.early_stopping and self.restore_best and self.best_params is not None:
+            model.params[...] = self.best_params
+
+
 def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *,
         shuffle=True, drop_last=False, n_threads=None, validation_data=None,
         validation_split=0.0, early_stopping=False, patience=5, min_delta=0.0,
-        restore_best=True, callbacks=None, verbose="auto"):
+        restore_best=True, callbacks=None, verbose="auto", comm=None, **distributed_options):
     """Fit ``model`` to (X, y) by minibatch descent; returns a History.
 
     Each epoch draws a permutation from ``numpy.random.default_rng(seed)`` (the
@@ -141,61 +239,32 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *,
     A non-finite loss raises NonFiniteLossError, leaving the parameters of the
     last finite step. Ctrl-C stops at the next step boundary and raises
     KeyboardInterrupt with ``.history`` attached; the model is consistent.
+
+    ``comm``: an MPI communicator (mpi4py) to train data-parallel across its
+    ranks; the call then goes to ``fastfit.distributed.fit`` (which also takes
+    ``checkpoint`` and ``timeout``).
     """
+    if comm is not None:
+        from .distributed import fit as distributed_fit
+        return distributed_fit(model, X, y, loss, optimizer, batch_size, epochs, seed, comm=comm,
+                               shuffle=shuffle, drop_last=drop_last, n_threads=n_threads,
+                               validation_data=validation_data, validation_split=validation_split,
+                               early_stopping=early_stopping, patience=patience, min_delta=min_delta,
+                               restore_best=restore_best, callbacks=callbacks, verbose=verbose,
+                               **distributed_options)
+    if distributed_options:
+        raise TypeError(f"fit() got unexpected arguments {sorted(distributed_options)} "
+                        "(checkpoint and timeout go with comm=)")
     # ---- check everything before touching the model or the optimizer
-    loss = get_loss(loss)
-    if optimizer is None:
-        optimizer = Adam()
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a fastfit optimizer (SGD, Adam, NormalizedGD), got {optimizer!r}")
-    X = _checks.features(X, model.n_inputs, model.dtype)
-    Y, labels = loss.targets(y, X.shape[0], model.n_outputs, model.dtype)
-    epochs = _checks.positive_int(epochs, "epochs")
-    if not (isinstance(validation_split, numbers.Real) and 0 <= validation_split < 1):
-        raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
-    if validation_data is not None and validation_split:
-        raise ValueError("give validation_data or validation_split, not both")
-    val = None
-    if validation_data is not None:
-        val = _validation_arrays(model, loss, validation_data)
-    elif validation_split:
-        n_val = int(round(X.shape[0] * validation_split))
-        if n_val < 1 or n_val >= X.shape[0]:
-            raise ValueError(f"validation_split={validation_split} leaves {n_val} validation rows "
-                             f"of {X.shape[0]}: both parts need at least one")
-        cut = X.shape[0] - n_val
-        val = (X[cut:], Y[cut:] if Y.size else Y, labels[cut:] if labels.size else labels)
-        X, Y, labels = X[:cut], (Y[:cut] if Y.size else Y), (labels[:cut] if labels.size else labels)
-    N = X.shape[0]
-    bs = _batch_size(batch_size, N)
-    n_batches = N // bs if drop_last else -(-N // bs)
-    n_batches = max(n_batches, 1)
+    a = check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, validation_data,
+                            validation_split, drop_last, patience, min_delta, callbacks, verbose,
+                            as_rows=lambda arr, name: _checks.features(arr, model.n_inputs, model.dtype, name=name))
+    loss, optimizer, X, Y, labels, val = a.loss, a.optimizer, a.X, a.Y, a.labels, a.val
+    N, bs, n_batches, epochs, rng = a.N, a.batch_size, a.n_batches, a.epochs, a.rng
     if n_threads is None:
         n_threads = _threads.auto_threads(6.0 * model.n_params * bs)
     else:
         n_threads = _checks.positive_int(n_threads, "n_threads")
-    patience = _checks.positive_int(patience, "patience")
-    if not (isinstance(min_delta, numbers.Real) and min_delta >= 0):
-        raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
-    if callbacks is None:
-        callbacks = []
-    elif callable(callbacks):
-        callbacks = [callbacks]
-    else:
-        try:
-            callbacks = list(callbacks)
-        except TypeError:
-            raise TypeError(f"callbacks must be a list of callables, got {callbacks!r}") from None
-    for cb in callbacks:
-        if not callable(cb):
-            raise TypeError(f"callbacks must be callables taking the epoch's record, got {cb!r}")
-    if verbose not in (0, 1, 2, "auto", True, False):
-        raise ValueError(f"verbose must be 0, 1 or 'auto', got {verbose!r}")
-    optimizer.lrs(optimizer.t, 0)  # a schedule that fails, fails now
-    try:
-        rng = np.random.default_rng(seed)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"seed must be a non-negative integer, got {seed!r} ({exc})") from None
     optimizer.bind(model)  # raises, before any change, for a model of another shape
 
     # ---- the fit
@@ -203,8 +272,8 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *,
     model._last_X = None  # the step API's stored activations are not this fit's
     history = History()
     progress = make_progress(verbose, epochs, n_batches * bs if drop_last else N)
-    monitor = "val_loss" if val is not None else "loss"
-    best, best_params, stale = math.inf, None, 0
+    epoch_end = EpochEnd(early_stopping, a.patience, a.min_delta, restore_best, a.callbacks,
+                         monitor="val_loss" if val is not None else "loss")
     b1, b2, eps = optimizer.core_args()
     update_threads = n_threads if _blas_select.PARALLEL_UPDATES else 1
     chunk = 1
@@ -245,7 +314,7 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *,
                     progress.update_steps(epoch, done, n_batches)
                 seconds = time.perf_counter() - t_epoch
                 record = {"epoch": epoch, "loss": loss.reduce(total, rows, model.n_outputs)}
-                need_phi = val is not None or early_stopping or callbacks
+                need_phi = val is not None or early_stopping or a.callbacks
                 if need_phi:
                     optimizer.finalize(model)  # judge the trajectory's phi, not Nesterov's look-ahead
                 if val is not None:
@@ -254,18 +323,7 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *,
                 record.update(lr=lr_first, time=seconds, samples_per_s=rows / seconds if seconds > 0 else math.inf)
                 history.record(**record)
                 progress.end_epoch(record)
-                stop = False
-                if early_stopping:
-                    if record[monitor] < best - min_delta:
-                        best, stale = record[monitor], 0
-                        if restore_best:
-                            best_params = model.params.copy()
-                    else:
-                        stale += 1
-                        stop = stale >= patience
-                for cb in callbacks:
-                    if cb(dict(record)) is False:
-                        stop = True
+                stop = epoch_end(record, model)
                 if need_phi:
                     optimizer.prepare(model)
                 if stop:
@@ -276,6 +334,5 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *,
     finally:
         optimizer.finalize(model)
         progress.close()
-    if early_stopping and restore_best and best_params is not None:
-        model.params[...] = best_params
+    epoch_end.restore_best_params(model)
     return history

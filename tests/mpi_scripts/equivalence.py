@@ -1,0 +1,179 @@
+"""Run under mpiexec: distributed fits against single-process fastfit.fit, one JSON line from rank 0.
+
+    mpiexec -n 2 python tests/mpi_scripts/equivalence.py OUT.json
+
+Every case trains the same float64 model twice: across the ranks with
+fastfit.distributed.fit (global batch B), and on rank 0 alone with fastfit.fit
+(batch B, same seed, so the same batch order). Rank 0 writes, per case, the
+largest relative difference of the parameters and of the history, and whether
+every rank ended with bit-identical parameters and the same history.
+"""
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+from mpi4py import MPI
+
+import fastfit as ff
+from fastfit import distributed
+
+comm = MPI.COMM_WORLD
+rank, size = comm.rank, comm.size
+
+
+def data(n, d, classes, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    y = rng.integers(0, classes, n)
+    return X, y
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(1e-300, np.max(np.abs(b))))
+
+
+def case(name, sizes, n, make_opt, batch_size, epochs=3, loss="cross_entropy", memmap=False,
+         validation=False, drop_last=False, targets="labels"):
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((n, sizes[0]))
+    if targets == "labels":
+        y = rng.integers(0, sizes[-1], n)
+    elif targets == "binary":
+        y = (rng.random((n, sizes[-1])) < 0.5).astype(np.float64)
+    else:
+        y = rng.standard_normal((n, sizes[-1]))
+    kwargs = dict(batch_size=batch_size, epochs=epochs, seed=3, drop_last=drop_last, n_threads=1, verbose=0)
+    if validation:
+        kwargs["validation_split"] = 0.2
+    Xd = X
+    path = None
+    if memmap:
+        # rank 0 writes the file; every rank maps it (the ranks share this machine's disk)
+        path = os.path.join(tempfile.gettempdir(), f"fastfit-mpi-{name}-{os.getppid()}.npy")
+        if rank == 0:
+            np.save(path, X)
+        comm.Barrier()
+        Xd = np.load(path, mmap_mode="r")
+    model = ff.MLP(sizes, dtype=np.float64, seed=rank)  # different on purpose: rank 0's is broadcast
+    opt = make_opt()
+    hist = ff.fit(model, Xd, y, loss, opt, comm=comm, timeout=60, **kwargs)  # ff.fit hands comm= to distributed.fit
+    # every rank holds the same parameters and history, bit for bit
+    params_all = comm.gather(model.params, root=0)
+    hist_all = comm.gather({k: v for k, v in hist.history.items() if k not in ("time", "samples_per_s",
+                                                                                "allreduce_s")}, root=0)
+    times_all = comm.gather(hist["time"], root=0)
+    if memmap:
+        comm.Barrier()
+        if rank == 0:
+            os.remove(path)
+    if rank != 0:
+        return None
+    ref_model = ff.MLP(sizes, dtype=np.float64, seed=0)
+    ref_opt = make_opt()
+    ref = ff.fit(ref_model, X, y, loss, ref_opt, **kwargs)
+    result = {
+        "params_rel": rel(model.params, ref_model.params),
+        "moved": rel(model.params, ff.MLP(sizes, dtype=np.float64, seed=0).params),
+        "t": [opt.t, ref_opt.t],
+        "loss_rel": rel(hist["loss"], ref["loss"]),
+        "ranks_identical": all(np.array_equal(p, params_all[0]) for p in params_all),
+        "history_identical": all(h == hist_all[0] for h in hist_all) and all(t == times_all[0] for t in times_all),
+        "keys": sorted(hist.keys()),
+    }
+    for key in ("val_loss", "val_accuracy", "val_r2"):
+        if key in ref:
+            result[key + "_rel"] = rel(hist[key], ref[key])
+    return result
+
+
+CASES = {
+    # 2 ranks x 16 rows = global batch 32; 200 rows: 6 full batches and a ragged one of 8
+    "sgd_momentum": dict(sizes=(5, 16, 16, 3), n=200, make_opt=lambda: ff.SGD(0.05, momentum=0.9), batch_size=32),
+    "adam": dict(sizes=(5, 16, 16, 3), n=200, make_opt=lambda: ff.Adam(0.01), batch_size=32),
+    "nesterov": dict(sizes=(5, 16, 16, 3), n=200,
+                     make_opt=lambda: ff.SGD(0.05, momentum=0.9, nesterov=True), batch_size=32),
+    # a last batch of one row: every rank but the last has an empty slice; odd batch: uneven slices
+    "ragged": dict(sizes=(4, 12, 3), n=2 * 33 + 1, make_opt=lambda: ff.Adam(0.01), batch_size=33),
+    "memmap_validation": dict(sizes=(6, 10, 4), n=150, make_opt=lambda: ff.SGD(0.1, momentum=0.5),
+                              batch_size=20, memmap=True, validation=True),
+    "mse_schedule": dict(sizes=(3, 8, 2), n=90, batch_size=16, loss="mse", targets="real", validation=True,
+                         make_opt=lambda: ff.SGD(ff.StepDecay(0.05, 10, 0.5), momentum=0.9, nesterov=True)),
+    "bce_drop_last": dict(sizes=(3, 8, 2), n=90, batch_size=16, loss="bce", targets="binary",
+                          make_opt=lambda: ff.Adam(0.01), drop_last=True, validation=True),
+}
+
+
+def errors():
+    """Errors are raised on every rank at the same point, not on one rank while the others wait."""
+    X, y = data(64, 3, 2)
+    found = {}
+    # ranks given different settings: a ValueError on every rank, before any step
+    try:
+        distributed.fit(ff.MLP([3, 4, 2], dtype=np.float64), X, y, "cross_entropy", ff.SGD(0.1),
+                        batch_size=16 + rank, epochs=1, comm=comm, timeout=30, verbose=0)
+        found["mismatch"] = "no error"
+    except ValueError as exc:
+        found["mismatch"] = str(exc)
+    # a NaN in one rank's share of X: every rank reports it
+    Xn = X.copy()
+    Xn[50, 1] = np.nan
+    try:
+        distributed.fit(ff.MLP([3, 4, 2], dtype=np.float64), Xn, y, "cross_entropy", ff.SGD(0.1),
+                        batch_size=16, epochs=1, comm=comm, timeout=30, verbose=0)
+        found["nan"] = "no error"
+    except ValueError as exc:
+        found["nan"] = str(exc)
+    # a diverging fit stops on every rank at the same step
+    try:
+        distributed.fit(ff.MLP([3, 64, 2], dtype=np.float64), X * 1e150, y, "cross_entropy", ff.SGD(1e10),
+                        batch_size=16, epochs=3, comm=comm, timeout=30, verbose=0)
+        found["nonfinite"] = "no error"
+    except ff.NonFiniteLossError as exc:
+        found["nonfinite"] = [exc.epoch, exc.step]
+    return comm.gather(found, root=0)
+
+
+def checkpoint():
+    """Rank 0 alone writes the checkpoint; it holds the final parameters and optimizer state."""
+    import fastfit.io
+    calls = []
+    real_save = fastfit.io.save
+
+    def counting_save(*args, **kwargs):
+        calls.append(rank)
+        return real_save(*args, **kwargs)
+
+    fastfit.io.save = counting_save
+    path = os.path.join(tempfile.gettempdir(), f"fastfit-mpi-checkpoint-{os.getppid()}.npz")
+    X, y = data(100, 3, 2)
+    model, opt = ff.MLP([3, 8, 2], dtype=np.float64), ff.SGD(0.05, momentum=0.9, nesterov=True)
+    distributed.fit(model, X, y, "cross_entropy", opt, batch_size=16, epochs=2, comm=comm, timeout=30,
+                    checkpoint=path, verbose=0)
+    fastfit.io.save = real_save
+    writers = comm.gather(len(calls), root=0)
+    if rank != 0:
+        return None
+    saved, saved_opt = ff.load(path, return_optimizer=True)
+    os.remove(path)
+    return {"writes_per_rank": writers, "params_equal": bool(np.array_equal(saved.params, model.params)),
+            "t": [saved_opt.t, opt.t], "m_equal": bool(np.array_equal(saved_opt._m, opt._m))}
+
+
+def main():
+    out_path = sys.argv[1]
+    only = sys.argv[2:] or list(CASES)
+    results = {"size": size}
+    for name in only:
+        results[name] = case(name, **CASES[name])
+    results["errors"] = errors()
+    results["checkpoint"] = checkpoint()
+    if rank == 0:
+        with open(out_path, "w") as f:
+            json.dump(results, f)
+
+
+if __name__ == "__main__":
+    main()

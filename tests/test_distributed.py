@@ -1,0 +1,175 @@
+"""fastfit.distributed under a real MPI launcher: ``mpiexec -n 2 python tests/mpi_scripts/...``.
+
+Each test launches the ranks as a subprocess with a time limit, so a hang fails
+the test instead of stalling the suite. Skipped, saying why, where mpi4py or
+an ``mpiexec`` is not installed (``pip install "fastfit[mpi]"`` brings both).
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import fastfit as ff
+
+pytest.importorskip("mpi4py", reason="fastfit.distributed needs mpi4py: pip install \"fastfit[mpi]\"")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPTS = os.path.join(HERE, "mpi_scripts")
+EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(ff.__file__)))
+
+
+def _find_mpiexec():
+    """The launcher beside this Python first (the mpich wheel installs it there), then PATH."""
+    for name in ("mpiexec", "mpirun"):
+        beside = os.path.join(os.path.dirname(sys.executable), name)
+        if os.path.exists(beside):
+            return beside
+    return shutil.which("mpiexec") or shutil.which("mpirun")
+
+
+MPIEXEC = _find_mpiexec()
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec or mpirun found: pip install \"fastfit[mpi]\" "
+                                                        "(the mpich wheel ships one)")
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=PACKAGE_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+
+
+def _run(cmd, timeout):
+    """Run cmd in its own process group; on overrunning, kill the whole group (launcher and ranks)."""
+    proc = subprocess.Popen(cmd, env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)} did not end within {timeout} s (a hang):\n{out[-2000:]}\n{err[-2000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def mpirun(n, script, *args, flags=(), timeout=60):
+    """Run script on n ranks; (CompletedProcess, seconds). A launch that overruns fails the test."""
+    t0 = time.perf_counter()
+    proc = _run([MPIEXEC, *flags, "-n", str(n), sys.executable, script, *map(str, args)], timeout)
+    return proc, time.perf_counter() - t0
+
+
+@pytest.fixture(scope="module")
+def launcher():
+    """The launcher starts 2 ranks of mpi4py's own MPI library (not singletons of a foreign one)."""
+    proc = _run([MPIEXEC, "-n", "2", sys.executable, "-c", "from mpi4py import MPI; print(MPI.COMM_WORLD.size)"],
+                timeout=60)
+    # each rank prints 2 (the two lines may interleave)
+    if proc.returncode != 0 or "".join(proc.stdout.split()) != "22":
+        pytest.fail(f"{MPIEXEC} -n 2 did not start two ranks of mpi4py's MPI (is it another MPI's launcher?): "
+                    f"exit {proc.returncode}, stdout {proc.stdout!r}, stderr {proc.stderr[-2000:]!r}")
+    version = subprocess.run([MPIEXEC, "--version"], capture_output=True, text=True, timeout=30)
+    return {"hydra": "HYDRA" in version.stdout.upper()}
+
+
+@pytest.fixture(scope="module")
+def equivalence(launcher, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mpi") / "equivalence.json"
+    proc, _ = mpirun(2, os.path.join(SCRIPTS, "equivalence.py"), out, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(out.read_text())
+    assert results["size"] == 2
+    return results
+
+
+# float64, a few epochs: rounding differences only (the gradient's sum splits into two GEMMs and an add)
+RTOL = 1e-12
+
+
+@pytest.mark.parametrize("case", ["sgd_momentum", "adam", "nesterov"])
+def test_two_ranks_match_one_process_with_the_global_batch(equivalence, case):
+    r = equivalence[case]
+    assert r["t"][0] == r["t"][1]
+    assert r["moved"] > 1e-3, "the fit did not move the parameters: the comparison would prove nothing"
+    assert r["params_rel"] < RTOL, r
+    assert r["loss_rel"] < RTOL, r
+    assert r["ranks_identical"] and r["history_identical"], r
+
+
+def test_ragged_batches_and_empty_slices(equivalence):
+    # 67 rows in global batches of 33: slices of 16 and 17 rows, then a last batch of one row
+    # (rank 0's slice, rows [0//2, 1//2) = [0, 0), is empty: it contributes a zero gradient)
+    r = equivalence["ragged"]
+    assert r["t"] == [9, 9]
+    assert r["params_rel"] < RTOL and r["ranks_identical"], r
+
+
+@pytest.mark.parametrize("case", ["memmap_validation", "mse_schedule", "bce_drop_last"])
+def test_memmap_validation_losses_schedules(equivalence, case):
+    r = equivalence[case]
+    assert r["params_rel"] < RTOL and r["loss_rel"] < RTOL, r
+    val_keys = [k for k in r if k.startswith("val_")]
+    assert val_keys, r
+    for key in val_keys:
+        assert r[key] < RTOL, (key, r)
+    assert r["ranks_identical"] and r["history_identical"], r
+
+
+def test_errors_are_raised_on_every_rank(equivalence):
+    per_rank = equivalence["errors"]
+    assert len(per_rank) == 2 and per_rank[0] == per_rank[1]
+    found = per_rank[0]
+    assert "different batch_size" in found["mismatch"] and "ranks [1]" in found["mismatch"]
+    assert "NaN" in found["nan"] and "[50, 1]" in found["nan"]
+    assert isinstance(found["nonfinite"], list)
+
+
+def test_rank_0_alone_writes_the_checkpoint(equivalence):
+    r = equivalence["checkpoint"]
+    assert r["writes_per_rank"] == [2, 0]  # one write per epoch, on rank 0
+    assert r["params_equal"] and r["m_equal"] and r["t"][0] == r["t"][1], r
+
+
+DEAD = os.path.join(SCRIPTS, "dead_rank.py")
+TIMEOUT = 3  # seconds fit waits in a collective in these tests
+
+
+def _assert_clear_error(proc, seconds):
+    assert proc.returncode != 0
+    assert "RANK 0 CAUGHT" in proc.stderr, proc.stderr[-3000:]
+    assert "gradient all-reduce at epoch 1, step 6" in proc.stderr
+    assert "rank 1 of 2 has not joined it" in proc.stderr
+    assert "silent=[1] epoch=1 step=6" in proc.stderr
+    assert seconds < TIMEOUT + 20, seconds
+
+
+def test_a_rank_that_hangs_ends_the_job_with_a_clear_error(launcher):
+    proc, seconds = mpirun(2, DEAD, "hang", TIMEOUT, timeout=60)
+    _assert_clear_error(proc, seconds)
+
+
+def test_a_rank_that_dies_ends_the_job_with_a_clear_error(launcher):
+    # MPICH's launcher would kill the survivors itself at once (next test); without its cleanup
+    # only fastfit's timeout stands between the survivors and a hang
+    if not launcher["hydra"]:
+        pytest.skip("-disable-auto-cleanup is MPICH's (Hydra) option; this launcher is another MPI's")
+    proc, seconds = mpirun(2, DEAD, "exit", TIMEOUT, flags=("-disable-auto-cleanup",), timeout=60)
+    _assert_clear_error(proc, seconds)
+
+
+def test_a_rank_that_dies_under_the_default_launcher_ends_the_job(launcher):
+    proc, seconds = mpirun(2, DEAD, "exit", TIMEOUT, timeout=60)
+    assert proc.returncode != 0
+    assert seconds < TIMEOUT + 20
+
+
+def test_example_runs_on_two_ranks(launcher):
+    proc, _ = mpirun(2, os.path.join(EXAMPLES, "distributed_fit.py"), "--epochs", "5", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert any("2 ranks" in line for line in lines), proc.stdout
+    assert proc.stdout.count("test accuracy") == 1, proc.stdout  # printed by rank 0 only
