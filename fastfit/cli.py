@@ -47,7 +47,7 @@ def _demo(args):
     samples = args.epochs * len(X_train)
     print(f"trained {samples:,} samples in {seconds:.2f} s ({samples / seconds / 1e3:,.0f}k samples/s, "
           f"validation included)")
-    print(f"final training loss {history['loss'][-1]:.4f}")
+    print(f"final training loss {history['loss'][-1]:.3g}")
     line = f"test accuracy: {test['accuracy']:.1%}"
     if baseline is not None:
         line += f"   (published MLP baseline for MNIST-1D: about {baseline:.0%})"
