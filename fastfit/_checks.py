@@ -103,28 +103,27 @@ def learning_rate(value, name="lr"):
     """A float > 0 or a callable schedule."""
     if callable(value):
         return value
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number or a callable schedule, got {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
+    return positive_float(value, name, expect="a number or a callable schedule")
 
 
 def unit_interval(value, name):
     """A coefficient in [0, 1)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number in [0, 1), got {value!r}")
-    value = float(value)
+    value = _real(value, name, "a number in [0, 1)")
     if not (math.isfinite(value) and 0 <= value < 1):
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     return value
 
 
-def positive_float(value, name):
+def _real(value, name, expect):
+    """value as a float; TypeError for what is not a real number (bools included)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
+        raise TypeError(f"{name} must be {expect}, got {value!r}")
+    return float(value)
+
+
+def positive_float(value, name, expect="a number"):
+    """A finite float > 0."""
+    value = _real(value, name, expect)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return value

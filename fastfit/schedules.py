@@ -5,12 +5,12 @@ Pure Python, shared by the compiled path and the reference. An optimizer's
 """
 import math
 
+from ._checks import positive_float as _check_positive_float
+from ._checks import positive_int as _check_positive_int
+
 
 def _check_positive(name, value):
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
+    return _check_positive_float(value, name)
 
 
 class ConstantLR:
@@ -31,9 +31,7 @@ class StepDecay:
 
     def __init__(self, lr, step_size, gamma=0.1):
         self.lr = _check_positive("lr", lr)
-        if int(step_size) != step_size or step_size < 1:
-            raise ValueError(f"step_size must be a whole number >= 1, got {step_size!r}")
-        self.step_size = int(step_size)
+        self.step_size = _check_positive_int(step_size, "step_size")
         self.gamma = _check_positive("gamma", gamma)
 
     def __call__(self, t):
@@ -63,16 +61,15 @@ class CosineWithWarmup:
 
     def __init__(self, lr, total_steps, warmup_steps=0, min_lr=0.0):
         self.lr = _check_positive("lr", lr)
-        if int(total_steps) != total_steps or total_steps < 1:
-            raise ValueError(f"total_steps must be a whole number >= 1, got {total_steps!r}")
-        if int(warmup_steps) != warmup_steps or not 0 <= warmup_steps < total_steps:
-            raise ValueError(f"warmup_steps must be a whole number in [0, total_steps), got {warmup_steps!r}")
-        min_lr = float(min_lr)
-        if not (math.isfinite(min_lr) and 0 <= min_lr <= self.lr):
-            raise ValueError(f"min_lr must be in [0, lr], got {min_lr!r}")
-        self.total_steps = int(total_steps)
-        self.warmup_steps = int(warmup_steps)
-        self.min_lr = min_lr
+        self.total_steps = _check_positive_int(total_steps, "total_steps")
+        warmup_steps = _check_positive_int(warmup_steps, "warmup_steps", minimum=0)
+        if warmup_steps >= self.total_steps:
+            raise ValueError(f"warmup_steps must be in [0, total_steps), got {warmup_steps!r}")
+        self.warmup_steps = warmup_steps
+        if isinstance(min_lr, bool) or not isinstance(min_lr, (int, float)) or not math.isfinite(min_lr) \
+                or not 0 <= min_lr <= self.lr:
+            raise ValueError(f"min_lr must be a number in [0, lr], got {min_lr!r}")
+        self.min_lr = float(min_lr)
 
     def __call__(self, t):
         if t < self.warmup_steps:
