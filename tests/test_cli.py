@@ -137,3 +137,13 @@ def test_demo_runs_and_reports_accuracy(tmp_path):
 def test_config_shows_the_blas():
     r = run("config", cwd=PACKAGE_ROOT)
     assert r.returncode == 0 and "kernel choice at import" in r.stdout and "BLAS used by fastfit" in r.stdout
+
+
+def test_demo_without_mnist1d_says_so_and_uses_spirals(monkeypatch, capsys):
+    import sys as _sys
+    from fastfit.cli import main
+    monkeypatch.setitem(_sys.modules, "mnist1d", None)       # import mnist1d now fails
+    monkeypatch.setitem(_sys.modules, "mnist1d.data", None)
+    assert main(["demo", "--epochs", "5", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "mnist1d is not installed" in out and "spirals" in out and "test accuracy:" in out
