@@ -32,11 +32,9 @@ attributes. In detail:
   "Matching other libraries"). With Nesterov momentum scikit-learn's parameters
   are the look-ahead point; fastfit reports the trajectory point, which differs
   by ``lr*momentum*velocity``.
-- ``solver="adam"``: fastfit's Adam is PyTorch's (bias-corrected moments,
-  epsilon added to ``sqrt(v_hat)``); scikit-learn's puts epsilon on the
-  un-corrected ``sqrt(v)``, i.e. it uses ``epsilon/sqrt(1-beta_2^t)`` where
-  fastfit uses ``epsilon``. That matters only where a gradient is as small as
-  epsilon; with a negligible epsilon the two trajectories agree to rounding.
+- ``solver="adam"``: scikit-learn's Adam puts epsilon on the un-corrected
+  ``sqrt(v)``; these estimators use fastfit's ``Adam(convention="sklearn")``,
+  which does the same, so the trajectories agree to rounding.
 
 Different or missing:
 
@@ -251,8 +249,9 @@ class _BaseMLP(BaseEstimator):
 
     def _make_optimizer(self, grad_scale):
         if self.solver == "adam":
+            # scikit-learn's epsilon placement (MATH.md): its Adam, step for step
             return Adam(lr=float(self.learning_rate_init), betas=(float(self.beta_1), float(self.beta_2)),
-                        eps=float(self.epsilon) / grad_scale)
+                        eps=float(self.epsilon) / grad_scale, convention="sklearn")
         lr = float(self.learning_rate_init) * grad_scale
         beta = float(self.momentum)
         if beta == 0:
