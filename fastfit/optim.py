@@ -49,7 +49,7 @@ class Optimizer:
         evaluate the schedule there now; the others repeat step t0+n-1's value, unused.
         """
         if not callable(self.lr):
-            return np.full(n + 1, self.lr, dtype=np.float64)
+            return np.full(n + 1, self.lr_at(t0), dtype=np.float64)  # lr_at: a convention may rescale
         upto = n + 1 if n == 0 or self._needs_next_lr() else n
         values = [self.lr_at(t0 + s) for s in range(upto)]
         return np.array(values + values[-1:] * (n + 1 - upto), dtype=np.float64)

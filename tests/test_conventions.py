@@ -65,10 +65,11 @@ def test_sklearn_convention_adam_matches_sklearns_own_optimizer():
     np.testing.assert_allclose(got, params[0], rtol=1e-12)
 
 
-torch = pytest.importorskip("torch")
+
 
 
 def torch_twin(model):
+    torch = pytest.importorskip("torch")
     layers = []
     for k, layer in enumerate(model.layers):
         lin = torch.nn.Linear(layer.in_features, layer.out_features, dtype=torch.float64)
@@ -87,6 +88,7 @@ def torch_flat(seq):
 
 @pytest.mark.parametrize("name", ["momentum", "nesterov", "adam", "plain"])
 def test_same_steps_as_pytorch(name):
+    torch = pytest.importorskip("torch")
     rng = np.random.default_rng(1)
     X = rng.standard_normal((40, 6))
     y = rng.integers(0, 3, size=40)
@@ -113,3 +115,13 @@ def test_same_steps_as_pytorch(name):
     flat = torch_flat(net)
     ours_flat = np.concatenate([np.concatenate([l.W.ravel(), l.b]) for l in model.layers])
     np.testing.assert_allclose(ours_flat, flat, rtol=1e-9, atol=1e-12)
+
+
+def test_fit_honours_the_torch_convention_as_the_step_api_does():
+    """fit() takes its learning rates through the same conversion as step()."""
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((48, 4)), rng.integers(0, 3, size=48)
+    a, b = ff.MLP([4, 8, 3], dtype=np.float64, seed=1), ff.MLP([4, 8, 3], dtype=np.float64, seed=1)
+    ff.fit(a, X, y, loss="cross_entropy", optimizer=ff.SGD(0.05, momentum=0.9, convention="torch"), batch_size=8, epochs=2)
+    ff.fit(b, X, y, loss="cross_entropy", optimizer=ff.SGD(0.05 / (1 - 0.9), momentum=0.9), batch_size=8, epochs=2)
+    np.testing.assert_array_equal(a.params, b.params)
