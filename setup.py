@@ -3,38 +3,17 @@
 Two extension modules:
 - fastfit._cpu: CPU-feature detection in plain C. It must not touch SciPy, because
   it runs before SciPy's BLAS loads (see fastfit/_blas_select.py).
-- fastfit._core: forward, backward, losses, optimizer updates and the fused
-  training loop, calling BLAS through scipy.linalg.cython_blas.
+- fastfit._core: forward, backward, losses, optimizer updates and the training
+  step, calling BLAS through scipy.linalg.cython_blas; csrc/ holds its C kernels
+  and its thread team.
 """
 import os
-import sys
-import tempfile
-import subprocess
 
-import sysconfig
+import numpy
 from setuptools import Extension, setup
 from Cython.Build import cythonize
 
 
-def compiler_has_openmp():
-    """True when the C compiler accepts -fopenmp and links a program that uses it."""
-    if sys.platform == "win32":
-        return False
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "t.c")
-        with open(path, "w") as f:
-            f.write(src)
-        try:
-            r = subprocess.run(cc.split() + ["-fopenmp", path, "-o", os.path.join(tmp, "t")],
-                               capture_output=True)
-        except OSError:
-            return False
-        return r.returncode == 0
-
-
-openmp = compiler_has_openmp() and os.environ.get("FASTFIT_NO_OPENMP") != "1"
 # -fno-math-errno lets sqrt vectorize; -ffp-contract=off keeps a*b+c two roundings,
 # the same arithmetic as the NumPy reference (no silent FMA on some machines only).
 extra_compile = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
@@ -46,16 +25,17 @@ if os.environ.get("FASTFIT_SANITIZE"):
     # defined and so hides it from UBSan.
     extra_compile = ["-O1", "-g", "-fno-omit-frame-pointer", "-fno-wrapv", flag]
     extra_link = [flag]
-if openmp:
-    extra_compile.append("-fopenmp")
-    extra_link.append("-fopenmp")
+# fastfit's own thread team (csrc/team.c) uses POSIX threads; no OpenMP runtime is
+# loaded, so nothing fastfit does changes how another library's threads behave.
+extra_link.append("-pthread")
 
 extensions = [
     Extension("fastfit._cpu", ["fastfit/_cpu.pyx", "csrc/cpu_features.c"],
               include_dirs=["csrc"], extra_compile_args=["-O2"]),
-    Extension("fastfit._core", ["fastfit/_core.pyx", "csrc/kernels.c"],
-              include_dirs=["csrc"], extra_compile_args=extra_compile,
-              extra_link_args=extra_link),
+    Extension("fastfit._core", ["fastfit/_core.pyx", "csrc/kernels.c", "csrc/team.c"],
+              include_dirs=["csrc", numpy.get_include()],
+              define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+              extra_compile_args=extra_compile, extra_link_args=extra_link),
 ]
 
 setup(

@@ -1,31 +1,41 @@
 /* Element-wise kernels of fastfit's compiled core (called from fastfit/_core.pyx).
  *
- * Each exists for float (_f32) and double (_f64). On x86-64 with GCC or Clang
- * each is compiled several times (AVX-512, AVX2, baseline) and the loader picks
- * the best the CPU runs (target_clones), so one portable build gets wide
- * vectors. Contraction into FMA is off (-ffp-contract=off in setup.py), so the
- * arithmetic is the same operation sequence as the NumPy reference's.
+ * Each exists for float (_f32) and double (_f64): update_impl.h and
+ * passes_impl.h are written once and included twice by kernels.c. On x86-64
+ * with GCC or Clang each loop is compiled for AVX-512, AVX2 and baseline, and
+ * the loader picks the best the CPU runs (target_clones), so one portable
+ * build gets wide vectors. Contraction into FMA is off (-ffp-contract=off in
+ * setup.py), so the arithmetic is the NumPy reference's operation sequence.
  */
 #ifndef FASTFIT_KERNELS_H
 #define FASTFIT_KERNELS_H
 
 #include <stddef.h>
+#include "codes.h"
 
-/* Optimizer kinds: the codes of fastfit/_core.pyx. */
-enum { FF_SGD = 0, FF_MOMENTUM = 1, FF_NESTEROV = 2, FF_ADAM = 3, FF_NORMALIZED = 4 };
+/* The coefficients of one optimizer step over one stretch of parameters
+ * (docs/math.md, "Optimizers"). The core fills it once per step (per layer
+ * for the decay, which differs between weights and biases). */
+typedef struct {
+    int kind;              /* enum ff_rule_kind */
+    double lr;             /* alpha_t */
+    double beta1, beta2;   /* momentum / Adam's betas */
+    double eps;
+    double m_hat_scale;    /* Adam: 1 / (1 - beta1^(t+1)) */
+    double v_hat_scale;    /* Adam: 1 / (1 - beta2^(t+1)) */
+    double keep, move;     /* Nesterov: psi += keep * m_old - move * m_new */
+    double grad_decay;     /* g <- g + grad_decay * p before the rule (weight decay, L2) */
+    double shrink;         /* AdamW: p <- p * shrink before the rule (1 - lr * wd), else 1 */
+} ff_rule;
 
-/* Below this many parameters an update runs on one thread: waking a second costs more. */
-#define FF_PARALLEL_MIN_PARAMS ((size_t)1 << 16)
-
-/* One in-place optimizer update over n parameters (MATH.md, Optimizers).
- * c1, c2: Adam's bias corrections 1/(1-beta1^(t+1)), 1/(1-beta2^(t+1)).
- * Nesterov: p holds psi; keep = lr_t*beta, move = lr_t + lr_{t+1}*beta. */
-void ff_update_f32(int kind, float *p, const float *g, float *m, float *v, size_t n,
-                   double lr, double beta1, double beta2, double eps,
-                   double c1, double c2, double keep, double move, int n_threads);
-void ff_update_f64(int kind, double *p, const double *g, double *m, double *v, size_t n,
-                   double lr, double beta1, double beta2, double eps,
-                   double c1, double c2, double keep, double move, int n_threads);
+/* One in-place step over n parameters: p, g, m, v are the stretch's parameters,
+ * gradient and state (m, v may be NULL when the rule keeps none). Runs on
+ * n_threads of fastfit's own threads when n is large. Returns nonzero when an
+ * updated parameter is not finite. */
+int ff_update_f32(const ff_rule *rule, float *p, const float *g, float *m, float *v,
+                  size_t n, int n_threads);
+int ff_update_f64(const ff_rule *rule, double *p, const double *g, double *m, double *v,
+                  size_t n, int n_threads);
 
 /* f[i, j] += bias[j], then ReLU when relu != 0; f is (rows, cols) row-major. */
 void ff_bias_act_f32(float *f, const float *bias, size_t rows, size_t cols, int relu);

@@ -1,43 +1,65 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The compiled core: forward, backward, losses, optimizer updates, the fused loop.
+"""The compiled core: forward, backward, losses, optimizer updates, the training step.
 
-Every function here trusts its inputs: shapes, dtypes, contiguity, label ranges
-and buffer sizes were checked by the Python layer (network.py, losses.py,
-optim.py, training.py) before the call. Nothing here raises or allocates.
+The training step has two parts (docs/math.md has every formula):
 
-Memory layout (see MATH.md, "The network"):
-- params: one flat buffer; layer k's W_k (d_{k+1}, d_k) row-major at woff[k],
-  then b_k (d_{k+1},) at boff[k]. grads has the same layout.
-- acts: one buffer holding, for a batch of B rows, H_1 .. H_K and the output
-  F_K back to back, each (B, d_{k+1}) row-major. The activation is its own
-  ReLU mask (1[F > 0] == 1[H > 0]), so no pre-activation is kept.
-- The backward pass overwrites H_k with dL/dF_{k-1} once H_k has served
-  dL/dW_k and the mask: after backward the activations are spent.
-- scratch: (B, max hidden width), where dL/dH_k is written before masking.
+- the batch gradient: gather the batch's rows, forward pass, loss and its
+  gradient with respect to the output, backward pass into the gradient buffer;
+- the update: the optimizer's rule over the parameters, layer by layer.
 
-BLAS trick: a row-major (r, c) array is a column-major (c, r) array, i.e. the
-transpose. So every product below is the column-major statement of the
-row-major formula, and no array is ever copied or transposed.
+``train_steps`` runs both for a run of batches with the GIL released; there
+each layer is updated as soon as its gradient is final, while it is still in
+cache. The distributed fit runs the batch gradient, all-reduces the gradient
+buffer, then runs the update (``batch_gradient`` and ``update``).
+
+Every function here trusts its inputs: shapes, dtypes, contiguity, label
+ranges and buffer sizes were checked by the Python layer before the objects
+below were built. Nothing here raises (except while constructing those
+objects) or allocates during a step.
+
+The objects (each a small C struct with the arrays it points into kept alive):
+- Network: the network's shape, its offsets and its parameter and gradient buffers;
+- Workspace: activations, backward scratch and the gathered batch, for up to
+  ``capacity`` rows;
+- Dataset: the training rows (X, and float targets Y or integer labels);
+- Objective: the loss and its reduction;
+- UpdateRule: the optimizer's rule, hyper-parameters and state buffers.
 """
+cimport numpy as cnp
 from cython cimport floating
 from libc.math cimport sqrt, exp, log, log1p, fabs, isfinite
 from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
+import numpy as np
+
+cnp.import_array()
+
 cdef extern from "math.h" nogil:
     float expf(float)
     float logf(float)
     float log1pf(float)
-    float sqrtf(float)
     float fabsf(float)
 
+cdef extern from "codes.h":
+    cdef enum:
+        FF_LOSS_SQUARED_ERROR
+        FF_LOSS_SOFTMAX_CROSS_ENTROPY
+        FF_LOSS_BINARY_CROSS_ENTROPY
+        FF_SGD
+        FF_MOMENTUM
+        FF_NESTEROV
+        FF_ADAM
+        FF_NORMALIZED
+
 cdef extern from "kernels.h" nogil:
-    void ff_update_f32(int kind, float *p, const float *g, float *m, float *v, size_t n,
-                       double lr, double beta1, double beta2, double eps,
-                       double c1, double c2, double keep, double move, int n_threads)
-    void ff_update_f64(int kind, double *p, const double *g, double *m, double *v, size_t n,
-                       double lr, double beta1, double beta2, double eps,
-                       double c1, double c2, double keep, double move, int n_threads)
+    ctypedef struct ff_rule:
+        int kind
+        double lr, beta1, beta2, eps, m_hat_scale, v_hat_scale, keep, move, grad_decay, shrink
+    int ff_update_f32(const ff_rule *rule, float *p, const float *g, float *m, float *v,
+                      size_t n, int n_threads)
+    int ff_update_f64(const ff_rule *rule, double *p, const double *g, double *m, double *v,
+                      size_t n, int n_threads)
     void ff_bias_act_f32(float *f, const float *bias, size_t rows, size_t cols, int relu)
     void ff_bias_act_f64(double *f, const double *bias, size_t rows, size_t cols, int relu)
     void ff_colsum_f32(const float *d, size_t rows, size_t cols, float *db)
@@ -45,349 +67,603 @@ cdef extern from "kernels.h" nogil:
     void ff_mask_colsum_f32(const float *dh, float *h, size_t rows, size_t cols, float *db)
     void ff_mask_colsum_f64(const double *dh, double *h, size_t rows, size_t cols, double *db)
 
-# Codes shared with the Python layer (losses.py, optim.py) and csrc/kernels.h.
-LOSS_SQUARED_ERROR = 0
-LOSS_SOFTMAX_CROSS_ENTROPY = 1
-LOSS_BINARY_CROSS_ENTROPY = 2
-OPT_SGD = 0
-OPT_MOMENTUM = 1
-OPT_NESTEROV = 2
-OPT_ADAM = 3
-OPT_NORMALIZED = 4
-OPT_ADAM_EPS_HAT = 5  # Adam with Keras/scikit-learn's epsilon placement; runs as 3
+cdef extern from "team.h" nogil:
+    int ff_team_size()
 
-# ---------------------------------------------------------------- BLAS glue
+# The codes of csrc/codes.h, for the Python layer.
+LOSS_SQUARED_ERROR = FF_LOSS_SQUARED_ERROR
+LOSS_SOFTMAX_CROSS_ENTROPY = FF_LOSS_SOFTMAX_CROSS_ENTROPY
+LOSS_BINARY_CROSS_ENTROPY = FF_LOSS_BINARY_CROSS_ENTROPY
+OPT_SGD = FF_SGD
+OPT_MOMENTUM = FF_MOMENTUM
+OPT_NESTEROV = FF_NESTEROV
+OPT_ADAM = FF_ADAM
+OPT_NORMALIZED = FF_NORMALIZED
 
-cdef inline void gemm(char transa, char transb, int m, int n, int k,
-                      floating alpha, const floating* a, int lda,
-                      const floating* b, int ldb, floating beta,
-                      floating* c, int ldc) noexcept nogil:
-    """C (m x n, column-major) = alpha * op(A) @ op(B) + beta * C."""
+
+def team_size():
+    """How many threads fastfit's own team has started so far."""
+    return ff_team_size()
+
+
+# ---------------------------------------------------------------- the objects the core receives
+
+cdef struct NetView:
+    int L                       # number of layers
+    bint f64                    # double (else float) buffers
+    const int *dims             # (L+1,) widths d_0 .. d_L
+    const Py_ssize_t *woff      # (L,) W_k (d_{k+1}, d_k) row-major starts at params + woff[k]
+    const Py_ssize_t *boff      # (L,) b_k (d_{k+1},) starts at params + boff[k] (right after W_k)
+    const Py_ssize_t *aoff      # (L,) layer k's output starts at acts + B * aoff[k] for a batch of B
+    Py_ssize_t n_params
+    void *params                # (n_params,)
+    void *grads                 # (n_params,), the same layout
+
+
+cdef class Network:
+    """An MLP's shape and flat buffers, as the core sees them (docs/math.md, "Weight layout").
+
+    ``Network(sizes, params, grads)``: sizes (d_0, ..., d_L); params and grads
+    C-contiguous float32 or float64 arrays of ``n_params`` entries, both of one
+    dtype. Every offset into the buffers is computed here and nowhere else.
+    """
+    cdef NetView v
+    cdef readonly object sizes, params, grads
+    cdef readonly cnp.ndarray dims, woff, boff, aoff
+
+    def __init__(self, sizes, cnp.ndarray params, cnp.ndarray grads):
+        sizes = tuple(int(s) for s in sizes)
+        L = len(sizes) - 1
+        self.dims = np.asarray(sizes, dtype=np.intc)
+        woff, boff, aoff = [], [], []
+        off = act = 0
+        for k in range(L):
+            din, dout = sizes[k], sizes[k + 1]
+            woff.append(off)
+            off += din * dout
+            boff.append(off)
+            off += dout
+            aoff.append(act)
+            act += dout
+        dtype = params.dtype
+        if (dtype not in (np.float32, np.float64) or grads.dtype != dtype
+                or params.ndim != 1 or grads.ndim != 1
+                or params.shape[0] != off or grads.shape[0] != off
+                or not params.flags.c_contiguous or not grads.flags.c_contiguous
+                or not params.flags.writeable or not grads.flags.writeable):
+            raise ValueError(f"params and grads must be writeable contiguous float32 or float64 arrays "
+                             f"of {off} entries for sizes {sizes}")
+        self.sizes, self.params, self.grads = sizes, params, grads
+        self.woff = np.asarray(woff, dtype=np.intp)
+        self.boff = np.asarray(boff, dtype=np.intp)
+        self.aoff = np.asarray(aoff, dtype=np.intp)
+        self.v.L = L
+        self.v.f64 = dtype == np.float64
+        self.v.dims = <const int *>cnp.PyArray_DATA(self.dims)
+        self.v.woff = <const Py_ssize_t *>cnp.PyArray_DATA(self.woff)
+        self.v.boff = <const Py_ssize_t *>cnp.PyArray_DATA(self.boff)
+        self.v.aoff = <const Py_ssize_t *>cnp.PyArray_DATA(self.aoff)
+        self.v.n_params = off
+        self.v.params = cnp.PyArray_DATA(params)
+        self.v.grads = cnp.PyArray_DATA(grads)
+
+    @property
+    def n_params(self):
+        return self.v.n_params
+
+    @property
+    def activation_width(self):
+        """Entries of activations per batch row: d_1 + ... + d_L."""
+        return sum(self.sizes[1:])
+
+    def output_offset(self, Py_ssize_t rows):
+        """Where the output F_L of a batch of ``rows`` starts in the activation buffer."""
+        return rows * self.v.aoff[self.v.L - 1]
+
+
+cdef struct WorkView:
+    Py_ssize_t capacity         # rows of the largest batch these buffers hold
+    void *acts                  # (capacity * (d_1 + ... + d_L),): layer k's output at B * aoff[k]
+    void *scratch               # (capacity * widest hidden width,): dL/dH_k before its mask
+    void *xbuf                  # (capacity, d_0): the gathered inputs
+    void *ybuf                  # (capacity, target columns): the gathered float targets
+    Py_ssize_t *lbuf            # (capacity,): the gathered integer labels
+
+
+cdef class Workspace:
+    """The buffers one batch is worked in, for batches of up to ``capacity`` rows
+    (docs/math.md, "Memory"). The activation buffer doubles as the backward
+    pass's dL/dF buffer, so no pre-activations or masks are stored."""
+    cdef WorkView v
+    cdef readonly Py_ssize_t capacity
+    cdef readonly cnp.ndarray acts, scratch, xbuf, ybuf, lbuf
+
+    def __init__(self, Network net, Py_ssize_t capacity, Py_ssize_t target_cols=0, bint labels=False):
+        sizes = net.sizes
+        dtype = net.params.dtype
+        hidden = sizes[1:len(sizes) - 1]
+        self.capacity = capacity
+        self.acts = np.empty(capacity * net.activation_width, dtype=dtype)
+        self.scratch = np.empty(capacity * max(hidden) if hidden else 0, dtype=dtype)
+        self.xbuf = np.empty(capacity * sizes[0], dtype=dtype)
+        self.ybuf = np.empty(capacity * target_cols, dtype=dtype)
+        self.lbuf = np.empty(capacity if labels else 0, dtype=np.intp)
+        self.v.capacity = capacity
+        self.v.acts = cnp.PyArray_DATA(self.acts)
+        self.v.scratch = cnp.PyArray_DATA(self.scratch)
+        self.v.xbuf = cnp.PyArray_DATA(self.xbuf)
+        self.v.ybuf = cnp.PyArray_DATA(self.ybuf)
+        self.v.lbuf = <Py_ssize_t *>cnp.PyArray_DATA(self.lbuf)
+
+    @property
+    def nbytes(self):
+        return sum(a.nbytes for a in (self.acts, self.scratch, self.xbuf, self.ybuf, self.lbuf))
+
+
+cdef struct DataView:
+    Py_ssize_t n_rows, d0, ycols
+    const void *X               # (n_rows, d0)
+    const void *Y               # (n_rows, ycols), or NULL when the targets are labels
+    const Py_ssize_t *labels    # (n_rows,), or NULL when the targets are floats
+
+
+cdef class Dataset:
+    """Training rows: X (n, d_0) and either float targets Y (n, C) or labels (n,),
+    C-contiguous, in the network's dtype; the other target array is empty."""
+    cdef DataView v
+    cdef readonly cnp.ndarray X, Y, labels
+
+    def __init__(self, cnp.ndarray X, cnp.ndarray Y, cnp.ndarray labels):
+        self.X, self.Y, self.labels = X, Y, labels
+        self.v.n_rows = X.shape[0]
+        self.v.d0 = X.shape[1]
+        self.v.ycols = Y.shape[1] if Y.size else 0
+        self.v.X = cnp.PyArray_DATA(X)
+        self.v.Y = cnp.PyArray_DATA(Y) if Y.size else NULL
+        self.v.labels = <const Py_ssize_t *>cnp.PyArray_DATA(labels) if labels.size else NULL
+
+
+cdef struct LossView:
+    int kind                    # FF_LOSS_*
+    bint mean                   # "mean" reduction (else "sum")
+    Py_ssize_t per_sample       # what "mean" divides by per row: 1, or the number of outputs
+    double l2                   # L2 penalty coefficient on the weights (docs/math.md, "Regularisation")
+
+
+cdef class Objective:
+    """What the step minimises: a loss (kind, reduction) and the L2 penalty on the weights."""
+    cdef LossView v
+
+    def __init__(self, int kind, bint mean, Py_ssize_t per_sample, double l2=0.0):
+        self.v.kind, self.v.mean, self.v.per_sample, self.v.l2 = kind, mean, per_sample, l2
+
+    def grad_scale(self, Py_ssize_t rows):
+        """The factor dl_i/df takes in dL/df for a batch of ``rows``: 1 for "sum", 1/(rows*per_sample) for "mean"."""
+        return loss_scale(&self.v, rows)
+
+
+cdef inline double loss_scale(const LossView *loss, Py_ssize_t rows) noexcept nogil:
+    return 1.0 / (rows * loss.per_sample) if loss.mean else 1.0
+
+
+cdef struct RuleView:
+    int kind                    # FF_SGD ... FF_NORMALIZED
+    bint eps_hat                # Adam with Keras's and scikit-learn's epsilon placement
+    bint decoupled              # AdamW: decay the parameters, not the gradient
+    double beta1, beta2, eps, weight_decay
+    int n_threads               # threads an update of a large layer is split across
+    void *m                     # (n_params,) first state buffer, or NULL
+    void *v                     # (n_params,) second state buffer, or NULL
+
+
+cdef class UpdateRule:
+    """An optimizer's rule as the core runs it: kind, hyper-parameters, state buffers (m, v)."""
+    cdef RuleView v
+    cdef readonly cnp.ndarray m, vbuf
+
+    def __init__(self, int kind, cnp.ndarray m, cnp.ndarray v, double beta1=0.0, double beta2=0.0,
+                 double eps=0.0, double weight_decay=0.0, bint decoupled=False, bint eps_hat=False,
+                 int n_threads=1):
+        self.m, self.vbuf = m, v
+        self.v.kind, self.v.eps_hat, self.v.decoupled = kind, eps_hat, decoupled
+        self.v.beta1, self.v.beta2, self.v.eps, self.v.weight_decay = beta1, beta2, eps, weight_decay
+        self.v.n_threads = max(1, n_threads)
+        self.v.m = cnp.PyArray_DATA(m) if m.size else NULL
+        self.v.v = cnp.PyArray_DATA(v) if v.size else NULL
+
+
+cdef ff_rule step_coefficients(const RuleView *r, double lr, double lr_next, long long t) noexcept nogil:
+    """The coefficients of step t (t steps were taken before it) at learning rates lr_t, lr_{t+1}."""
+    cdef ff_rule c
+    c.kind, c.lr, c.beta1, c.beta2, c.eps = r.kind, lr, r.beta1, r.beta2, r.eps
+    c.m_hat_scale = c.v_hat_scale = 1.0
+    if r.kind == FF_ADAM:
+        c.m_hat_scale = 1.0 / (1.0 - r.beta1 ** (t + 1))
+        c.v_hat_scale = 1.0 / (1.0 - r.beta2 ** (t + 1))
+        if r.eps_hat:  # eps / sqrt(1 - beta2^(t+1)) (docs/math.md, "Matching other libraries")
+            c.eps = r.eps * sqrt(c.v_hat_scale)
+    c.keep = lr * r.beta1
+    c.move = lr + lr_next * r.beta1
+    c.grad_decay = 0.0 if r.decoupled else r.weight_decay
+    c.shrink = 1.0 - lr * r.weight_decay if r.decoupled else 1.0
+    return c
+
+
+# ---------------------------------------------------------------- BLAS, in row-major terms
+
+cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
+                      const floating *A, int lda, const floating *B, int ldb,
+                      floating beta, floating *C, int ldc) noexcept nogil:
+    """Row-major C (M, N) = op(A) @ op(B) + beta * C, where op(X) is X.T when trans_x.
+
+    BLAS is column-major, and a row-major buffer read column-major is the
+    transpose. So the row-major C = op(A) op(B) is the column-major
+    C^T = op(B)^T op(A)^T: BLAS gets B first, A second, each with its own flag.
+    lda, ldb, ldc are the row-major row lengths.
+    """
+    cdef char ta = b'T' if trans_b else b'N'
+    cdef char tb = b'T' if trans_a else b'N'
+    cdef floating one = 1
     if floating is float:
-        sgemm(&transa, &transb, &m, &n, &k, &alpha, <float*>a, &lda,
-              <float*>b, &ldb, &beta, c, &ldc)
+        sgemm(&ta, &tb, &N, &M, &K, &one, <float *>B, &ldb, <float *>A, &lda, &beta, C, &ldc)
     else:
-        dgemm(&transa, &transb, &m, &n, &k, &alpha, <double*>a, &lda,
-              <double*>b, &ldb, &beta, c, &ldc)
+        dgemm(&ta, &tb, &N, &M, &K, &one, <double *>B, &ldb, <double *>A, &lda, &beta, C, &ldc)
 
 
-# ---------------------------------------------------------------- network passes
-
-cdef inline floating* act_slot(floating* acts, const int* dims, Py_ssize_t B,
-                               Py_ssize_t k) noexcept nogil:
-    """Start of layer k's output (H_{k+1}, or F_K for the last layer) for batch B."""
-    cdef Py_ssize_t off = 0, j
-    for j in range(k):
-        off += B * dims[j + 1]
-    return acts + off
+cdef inline void bias_act(floating *f, const floating *b, Py_ssize_t rows, Py_ssize_t cols,
+                          bint relu) noexcept nogil:
+    if floating is float:
+        ff_bias_act_f32(f, b, rows, cols, relu)
+    else:
+        ff_bias_act_f64(f, b, rows, cols, relu)
 
 
-cdef void forward_pass(int L, const int* dims, const Py_ssize_t* woff,
-                       const Py_ssize_t* boff, const floating* params,
-                       const floating* X, Py_ssize_t B, floating* acts) noexcept nogil:
-    """F_k = H_k @ W_k.T + b_k; H_{k+1} = relu(F_k); the last layer stays linear."""
-    cdef const floating* h = X
-    cdef floating* f
-    cdef Py_ssize_t k, din, dout
+cdef inline void colsum(const floating *d, Py_ssize_t rows, Py_ssize_t cols, floating *db) noexcept nogil:
+    if floating is float:
+        ff_colsum_f32(d, rows, cols, db)
+    else:
+        ff_colsum_f64(d, rows, cols, db)
+
+
+cdef inline void mask_colsum(const floating *dh, floating *h, Py_ssize_t rows, Py_ssize_t cols,
+                             floating *db) noexcept nogil:
+    if floating is float:
+        ff_mask_colsum_f32(dh, h, rows, cols, db)
+    else:
+        ff_mask_colsum_f64(dh, h, rows, cols, db)
+
+
+# ---------------------------------------------------------------- forward and backward
+
+cdef void forward_pass(const NetView *net, const floating *X, Py_ssize_t B,
+                       floating *acts) noexcept nogil:
+    """F_k = H_k W_k^T + b_k (B, d_{k+1}); H_{k+1} = relu(F_k); the last layer stays linear.
+
+    H_0 = X; layer k's output is written at acts + B * aoff[k]."""
+    cdef const floating *params = <const floating *>net.params
+    cdef const floating *H = X
+    cdef floating *F
+    cdef int k, d_in, d_out
     if B == 0:
         return
-    for k in range(L):
-        din = dims[k]
-        dout = dims[k + 1]
-        f = act_slot(acts, dims, B, k)
-        # row-major F (B, dout) is column-major F^T (dout, B) = W (dout, din) @ H^T (din, B);
-        # the W buffer read column-major is W^T, hence transa = 'T'.
-        gemm(c'T', c'N', <int>dout, <int>B, <int>din, <floating>1.0,
-             params + woff[k], <int>din, h, <int>din, <floating>0.0, f, <int>dout)
-        # bias + ReLU in one pass (the last layer: bias only)
-        if floating is float:
-            ff_bias_act_f32(f, params + boff[k], B, dout, k < L - 1)
-        else:
-            ff_bias_act_f64(f, params + boff[k], B, dout, k < L - 1)
-        h = f
+    for k in range(net.L):
+        d_in, d_out = net.dims[k], net.dims[k + 1]
+        F = acts + B * net.aoff[k]
+        gemm(False, True, <int>B, d_out, d_in, H, d_in, params + net.woff[k], d_in,
+             <floating>0, F, d_out)
+        bias_act(F, params + net.boff[k], B, d_out, k < net.L - 1)
+        H = F
 
 
-cdef void backward_pass(int L, const int* dims, const Py_ssize_t* woff,
-                        const Py_ssize_t* boff, const floating* params,
-                        floating* grads, const floating* X, Py_ssize_t B,
-                        floating* acts, floating* scratch) noexcept nogil:
-    """Gradients of all W_k, b_k given dL/dF_K stored in the output slot of acts."""
-    cdef Py_ssize_t i, k, din, dout
-    cdef floating* dF
-    cdef floating* h
-    cdef const floating* hin
-    # dL/db_{K} = column sums of dL/dF_K
-    dout = dims[L]
-    dF = act_slot(acts, dims, B, L - 1)
-    if floating is float:
-        ff_colsum_f32(dF, B, dout, grads + boff[L - 1])
-    else:
-        ff_colsum_f64(dF, B, dout, grads + boff[L - 1])
-    for k in range(L - 1, -1, -1):
-        din = dims[k]
-        dout = dims[k + 1]
-        dF = act_slot(acts, dims, B, k)
-        hin = X if k == 0 else act_slot(acts, dims, B, k - 1)
-        # dL/dW_k (dout, din) row-major is column-major (din, dout) = H^T (din, B) @ dF (B, dout):
-        # the H buffer read column-major is H^T ('N'), the dF buffer is dF^T ('T').
+cdef int update_layer(const NetView *net, const RuleView *rule, const ff_rule *c, int k,
+                      double weight_penalty) noexcept nogil:
+    """The optimizer's rule over layer k's W_k and b_k; weight_penalty joins the
+    gradient's decay on W_k only (the L2 penalty). Returns nonzero when a new
+    parameter is not finite."""
+    cdef Py_ssize_t w0 = net.woff[k], b0 = net.boff[k]
+    cdef Py_ssize_t n_w = b0 - w0, n_b = net.dims[k + 1]
+    cdef ff_rule on_weights = c[0]
+    cdef int bad
+    if weight_penalty == 0:  # W_k and b_k are adjacent: one pass
+        return update_stretch(net, rule, c, w0, n_w + n_b)
+    on_weights.grad_decay = c.grad_decay + weight_penalty
+    bad = update_stretch(net, rule, &on_weights, w0, n_w)
+    return bad | update_stretch(net, rule, c, b0, n_b)
+
+
+cdef inline int update_stretch(const NetView *net, const RuleView *rule, const ff_rule *c,
+                               Py_ssize_t start, Py_ssize_t n) noexcept nogil:
+    """The rule over parameters [start, start + n)."""
+    if net.f64:
+        return ff_update_f64(c, <double *>net.params + start, <const double *>net.grads + start,
+                             <double *>rule.m + start if rule.m != NULL else NULL,
+                             <double *>rule.v + start if rule.v != NULL else NULL, n, rule.n_threads)
+    return ff_update_f32(c, <float *>net.params + start, <const float *>net.grads + start,
+                         <float *>rule.m + start if rule.m != NULL else NULL,
+                         <float *>rule.v + start if rule.v != NULL else NULL, n, rule.n_threads)
+
+
+cdef int backward_pass(const NetView *net, const floating *X, Py_ssize_t B, floating *acts,
+                       floating *scratch, const RuleView *rule, const ff_rule *c,
+                       double weight_penalty) noexcept nogil:
+    """Gradients of every W_k, b_k from dL/dF_L (already in the output slot of acts).
+
+    dW_k = dF_k^T H_k;  db_k = column sums of dF_k;  dH_k = dF_k W_k;
+    dF_{k-1} = 1[H_k > 0] * dH_k, written over H_k, which is spent by then.
+    With a rule (rule != NULL), layer k is updated as soon as dW_k and db_k are
+    final and W_k has served dH_k. Returns nonzero when an update made a
+    parameter non-finite (the pass then stops)."""
+    cdef const floating *params = <const floating *>net.params
+    cdef floating *grads = <floating *>net.grads
+    cdef floating *dF
+    cdef const floating *H
+    cdef int k, d_in, d_out
+    cdef Py_ssize_t i
+    dF = acts + B * net.aoff[net.L - 1]
+    colsum(dF, B, net.dims[net.L], grads + net.boff[net.L - 1])
+    for k in range(net.L - 1, -1, -1):
+        d_in, d_out = net.dims[k], net.dims[k + 1]
+        dF = acts + B * net.aoff[k]
+        H = X if k == 0 else acts + B * net.aoff[k - 1]
         if B > 0:
-            gemm(c'N', c'T', <int>din, <int>dout, <int>B, <floating>1.0,
-                 hin, <int>din, dF, <int>dout, <floating>0.0,
-                 grads + woff[k], <int>din)
+            gemm(True, False, d_out, d_in, <int>B, dF, d_out, H, d_in, <floating>0,
+                 grads + net.woff[k], d_in)
         else:
-            for i in range(din * dout):
-                grads[woff[k] + i] = 0
-        if k == 0:
-            break  # the input gradient of the first layer is never needed (MATH.md)
-        # dL/dH_k (B, din) row-major is column-major (din, B) = W^T (din, dout) @ dF^T (dout, B)
-        gemm(c'N', c'N', <int>din, <int>B, <int>dout, <floating>1.0,
-             params + woff[k], <int>din, dF, <int>dout, <floating>0.0,
-             scratch, <int>din)
-        # dL/dF_{k-1} = 1[H_k > 0] * dL/dH_k, written over H_k (spent after this),
-        # fused with dL/db_{k-1} = column sums of dL/dF_{k-1}.
-        h = act_slot(acts, dims, B, k - 1)
-        if floating is float:
-            ff_mask_colsum_f32(scratch, h, B, din, grads + boff[k - 1])
-        else:
-            ff_mask_colsum_f64(scratch, h, B, din, grads + boff[k - 1])
+            for i in range(<Py_ssize_t>d_in * d_out):
+                grads[net.woff[k] + i] = 0
+        if k > 0:  # the first layer's input gradient is never needed
+            gemm(False, False, <int>B, d_in, d_out, dF, d_out, params + net.woff[k], d_in,
+                 <floating>0, scratch, d_in)
+            mask_colsum(scratch, <floating *>H, B, d_in, grads + net.boff[k - 1])
+        if rule != NULL and update_layer(net, rule, c, k, weight_penalty):
+            return 1
+    return 0
 
 
 # ---------------------------------------------------------------- losses
 
 cdef inline floating fexp(floating x) noexcept nogil:
-    if floating is float:
-        return expf(x)
-    else:
-        return exp(x)
+    return expf(x) if floating is float else exp(x)
 
 
 cdef inline floating flog(floating x) noexcept nogil:
-    if floating is float:
-        return logf(x)
-    else:
-        return log(x)
+    return logf(x) if floating is float else log(x)
 
 
 cdef inline floating flog1p(floating x) noexcept nogil:
-    if floating is float:
-        return log1pf(x)
-    else:
-        return log1p(x)
+    return log1pf(x) if floating is float else log1p(x)
 
 
-cdef double loss_and_grad(int kind, bint mean, const floating* out, Py_ssize_t B,
-                          Py_ssize_t C, const floating* yf, const Py_ssize_t* yi,
-                          floating* grad) noexcept nogil:
-    """Return sum_i l_i (unreduced) and write dL/dF into grad (may alias out).
+cdef inline floating fabs_(floating x) noexcept nogil:
+    return fabsf(x) if floating is float else fabs(x)
 
-    The gradient carries the reduction's scale: 1 for "sum", 1/B (cross-entropy)
-    or 1/(B*C) (squared error, binary cross-entropy) for "mean" (MATH.md, Losses).
-    """
+
+cdef double loss_and_grad(int kind, double scale, const floating *out, Py_ssize_t B,
+                          Py_ssize_t C, const floating *Y, const Py_ssize_t *labels,
+                          floating *grad, Py_ssize_t *hits) noexcept nogil:
+    """Return sum_i l_i and write scale * dl_i/df into grad (which may be out itself).
+
+    scale is the reduction's: 1 for "sum", 1/B or 1/(B*C) for "mean"
+    (docs/math.md, "Losses"). Adds to hits[0] the outputs the prediction gets
+    right (classification losses: rows whose largest logit is the label's;
+    outputs whose logit's sign matches the 0/1 target), read before grad
+    overwrites them."""
     cdef double total = 0.0
-    cdef Py_ssize_t i, j, label
-    cdef floating f, y, d, mx, s, e, lse, scale, a, sig
-    cdef const floating* row
-    cdef floating* grow
-    if B == 0:
-        return 0.0
-    if kind == 1:  # softmax cross-entropy, integer labels
-        scale = <floating>(1.0 / B) if mean else <floating>1.0
+    cdef Py_ssize_t i, j, label, j_max
+    cdef floating f, y, d, row_max, s, e, log_sum_exp, sig
+    cdef floating sc = <floating>scale
+    cdef const floating *row
+    cdef floating *grow
+    if kind == FF_LOSS_SOFTMAX_CROSS_ENTROPY:
+        # l_i = logsumexp(f_i) - f_i[y_i]; dl_i/df_i = softmax(f_i) - onehot(y_i)
         for i in range(B):
             row = out + i * C
             grow = grad + i * C
-            label = yi[i]
-            mx = row[0]
+            label = labels[i]
+            row_max = row[0]
+            j_max = 0
             for j in range(1, C):
-                if row[j] > mx:
-                    mx = row[j]
-            # subtract the max first: no overflow for any finite logits. The
+                if row[j] > row_max:
+                    row_max = row[j]
+                    j_max = j
+            hits[0] += j_max == label
+            # the max subtracted first: no overflow for any finite logits. The
             # exponentials go into the gradient row, then one pass normalises
             # them (grad may alias out: row[label] is read before it is written).
             f = row[label]
             s = 0
             for j in range(C):
-                e = fexp(row[j] - mx)
+                e = fexp(row[j] - row_max)
                 grow[j] = e
                 s += e
-            lse = mx + flog(s)
-            total += <double>(lse - f)
-            e = scale / s
+            log_sum_exp = row_max + flog(s)
+            total += <double>(log_sum_exp - f)
+            e = sc / s
             for j in range(C):
                 grow[j] *= e
-            grow[label] -= scale
-    elif kind == 0:  # squared error
-        scale = <floating>(2.0 / (B * C)) if mean else <floating>2.0
+            grow[label] -= sc
+    elif kind == FF_LOSS_SQUARED_ERROR:
+        # l_i = sum_j (f_ij - y_ij)^2; dl_i/df_ij = 2 (f_ij - y_ij)
+        sc = <floating>(2.0 * scale)
         for i in range(B * C):
-            d = out[i] - yf[i]
+            d = out[i] - Y[i]
             total += <double>(d * d)
-            grad[i] = d * scale
-    else:  # binary cross-entropy on logits
-        scale = <floating>(1.0 / (B * C)) if mean else <floating>1.0
+            grad[i] = d * sc
+    else:
+        # binary cross-entropy on logits: l = max(f, 0) - f y + log(1 + exp(-|f|)),
+        # stable for any finite f; dl/df = sigmoid(f) - y
         for i in range(B * C):
             f = out[i]
-            y = yf[i]
-            a = fabs(f) if floating is double else fabsf(f)
-            # max(f, 0) - f*y + log(1 + exp(-|f|)): stable for any finite f
-            total += <double>((f if f > 0 else 0) - f * y + flog1p(fexp(-a)))
+            y = Y[i]
+            hits[0] += (f > 0) == (y > 0.5)
+            total += <double>((f if f > 0 else 0) - f * y + flog1p(fexp(-fabs_(f))))
             if f >= 0:
                 sig = 1 / (1 + fexp(-f))
             else:
                 e = fexp(f)
                 sig = e / (1 + e)
-            grad[i] = (sig - y) * scale
+            grad[i] = (sig - y) * sc
     return total
 
 
-# ---------------------------------------------------------------- optimizer updates
+# ---------------------------------------------------------------- the training step
 
-cdef void optimizer_update(int kind, floating* p, const floating* g, floating* m,
-                           floating* v, Py_ssize_t n, double lr, double lr_next,
-                           double beta1, double beta2, double eps, long long t,
-                           int n_threads) noexcept nogil:
-    """One in-place update of the whole flat parameter buffer (MATH.md, Optimizers).
-
-    t is the number of steps taken before this one (Adam's bias correction uses t+1).
-    For Nesterov, p holds the look-ahead point psi_t = phi_t - lr_t*beta*m_t and
-    becomes psi_{t+1} = psi_t + lr_t*beta*m_t - (lr_t + lr_{t+1}*beta)*m_{t+1}.
-    The loops themselves are in csrc/kernels.c (vectorized, threaded when large).
-    """
-    cdef double c1 = 0.0, c2 = 0.0
-    if kind == 5:
-        # eps-hat form (MATH.md): the seed's rule with eps / sqrt(1 - beta2^(t+1))
-        eps = eps / sqrt(1.0 - beta2 ** (t + 1))
-        kind = 3
-    if kind == 3:
-        c1 = 1.0 / (1.0 - beta1 ** (t + 1))
-        c2 = 1.0 / (1.0 - beta2 ** (t + 1))
-    if floating is float:
-        ff_update_f32(kind, p, g, m, v, n, lr, beta1, beta2, eps, c1, c2,
-                      lr * beta1, lr + lr_next * beta1, n_threads)
-    else:
-        ff_update_f64(kind, p, g, m, v, n, lr, beta1, beta2, eps, c1, c2,
-                      lr * beta1, lr + lr_next * beta1, n_threads)
+cdef void gather(const DataView *data, const Py_ssize_t *rows, Py_ssize_t B,
+                 const WorkView *ws, Py_ssize_t itemsize) noexcept nogil:
+    """Copy the batch's rows of X and of the targets into the workspace."""
+    cdef Py_ssize_t r, row
+    cdef Py_ssize_t xrow = data.d0 * itemsize, yrow = data.ycols * itemsize
+    for r in range(B):
+        row = rows[r]
+        memcpy(<char *>ws.xbuf + r * xrow, <const char *>data.X + row * xrow, xrow)
+        if data.labels != NULL:
+            ws.lbuf[r] = data.labels[row]
+        elif data.Y != NULL:
+            memcpy(<char *>ws.ybuf + r * yrow, <const char *>data.Y + row * yrow, yrow)
 
 
-# ---------------------------------------------------------------- Python entry points
+cdef double batch_gradient_typed(const NetView *net, const WorkView *ws, const DataView *data,
+                                 const LossView *loss, const Py_ssize_t *rows, Py_ssize_t B,
+                                 double scale, const RuleView *rule, const ff_rule *c,
+                                 int *bad, Py_ssize_t *hits, floating *typed) noexcept nogil:
+    """The batch gradient (and, with a rule, the update) for one floating type.
 
-cdef inline const floating* cptr1(const floating[::1] a) noexcept nogil:
-    return &a[0] if a.shape[0] > 0 else NULL
-
-
-cdef inline const floating* cptr2(const floating[:, ::1] a) noexcept nogil:
-    return &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
-
-
-cdef inline floating* ptr1(floating[::1] a) noexcept nogil:
-    return &a[0] if a.shape[0] > 0 else NULL
-
-
-def forward(floating[::1] params, const int[::1] dims, const Py_ssize_t[::1] woff,
-            const Py_ssize_t[::1] boff, const floating[:, ::1] X, floating[::1] acts):
-    """Forward pass of X (B, d_0) into acts; returns nothing."""
-    cdef int L = <int>dims.shape[0] - 1
-    with nogil:
-        forward_pass(L, &dims[0], &woff[0], &boff[0], &params[0], cptr2(X),
-                     X.shape[0], ptr1(acts))
-
-
-def backward(floating[::1] params, floating[::1] grads, const int[::1] dims,
-             const Py_ssize_t[::1] woff, const Py_ssize_t[::1] boff,
-             const floating[:, ::1] X, floating[::1] acts, floating[::1] scratch):
-    """Backward pass for the batch X whose forward pass filled acts.
-
-    dL/dF_K must already be in the output slot of acts. Spends the activations.
-    """
-    cdef int L = <int>dims.shape[0] - 1
-    with nogil:
-        backward_pass(L, &dims[0], &woff[0], &boff[0], &params[0], &grads[0],
-                      cptr2(X), X.shape[0], ptr1(acts), ptr1(scratch))
+    ``typed`` only selects the type. Returns sum_i l_i; a non-finite value means
+    the gradient was not computed and nothing was updated."""
+    cdef floating *acts = <floating *>ws.acts
+    cdef floating *out
+    cdef double total, penalty = 0.0
+    gather(data, rows, B, ws, sizeof(floating))
+    forward_pass(net, <floating *>ws.xbuf, B, acts)
+    out = acts + B * net.aoff[net.L - 1]
+    total = loss_and_grad(loss.kind, scale, out, B, net.dims[net.L], <floating *>ws.ybuf,
+                          ws.lbuf, out, hits)
+    if not isfinite(total):
+        return total
+    if loss.l2 != 0:  # d/dW of (l2/2) ||W||^2, scaled as the loss is
+        penalty = loss.l2 * scale
+    bad[0] = backward_pass(net, <floating *>ws.xbuf, B, acts, <floating *>ws.scratch, rule, c,
+                           penalty)
+    return total
 
 
-def loss_value_and_grad(int kind, bint mean, const floating[:, ::1] out,
-                        const floating[:, ::1] yf, const Py_ssize_t[::1] yi,
-                        floating[:, ::1] grad):
-    """Return sum_i l_i over the batch and write the scaled gradient into grad."""
+cdef inline double batch_gradient_any(const NetView *net, const WorkView *ws, const DataView *data,
+                                      const LossView *loss, const Py_ssize_t *rows, Py_ssize_t B,
+                                      double scale, const RuleView *rule, const ff_rule *c,
+                                      int *bad, Py_ssize_t *hits) noexcept nogil:
+    if net.f64:
+        return batch_gradient_typed(net, ws, data, loss, rows, B, scale, rule, c, bad, hits, <double *>NULL)
+    return batch_gradient_typed(net, ws, data, loss, rows, B, scale, rule, c, bad, hits, <float *>NULL)
+
+
+def batch_gradient(Network net, Workspace ws, Dataset data, Objective objective,
+                   const Py_ssize_t[::1] rows, Py_ssize_t scale_rows):
+    """The first part of a step: gather ``rows`` of the data, forward, loss, backward.
+
+    Fills net.grads with the gradient of the loss over these rows, scaled as a
+    batch of ``scale_rows`` rows would be (the global batch, in a distributed
+    fit: every rank's share then sums to the global batch's gradient). The L2
+    penalty is not added here: ``update`` adds it. Returns (sum_i l_i, the
+    outputs predicted right); when the sum is not finite, the gradient buffer
+    holds nothing useful."""
+    cdef Py_ssize_t B = rows.shape[0], hits = 0
+    cdef int bad = 0
     cdef double total
-    cdef const Py_ssize_t* yip = &yi[0] if yi.shape[0] > 0 else NULL
+    cdef double scale = loss_scale(&objective.v, scale_rows)
+    cdef LossView without_penalty = objective.v
+    without_penalty.l2 = 0.0
     with nogil:
-        total = loss_and_grad(kind, mean, cptr2(out), out.shape[0], out.shape[1],
-                              cptr2(yf), yip, &grad[0, 0] if grad.shape[0] > 0 else NULL)
-    return total
+        total = batch_gradient_any(&net.v, &ws.v, &data.v, &without_penalty,
+                                   &rows[0] if B > 0 else NULL, B, scale, NULL, NULL, &bad, &hits)
+    return total, hits
 
 
-def optimizer_step(int kind, floating[::1] params, const floating[::1] grads,
-                   floating[::1] m, floating[::1] v, double lr, double lr_next,
-                   double beta1, double beta2, double eps, long long t, int n_threads):
-    """One in-place optimizer update of the flat buffer (see optimizer_update)."""
+def update(Network net, UpdateRule rule, double lr, double lr_next, long long t, double weight_penalty):
+    """The second part of a step: the optimizer's rule over every layer, from net.grads.
+
+    t: steps taken before this one; lr, lr_next: the learning rates of steps t
+    and t+1 (the second only for Nesterov's look-ahead); weight_penalty: the
+    L2 penalty's coefficient on the weights' gradient (l2 times the loss's
+    scale), 0 for none. Returns True when a new parameter is not finite."""
+    cdef ff_rule c
+    cdef int k, bad = 0
     with nogil:
-        optimizer_update(kind, &params[0], cptr1(grads), ptr1(m), ptr1(v),
-                         params.shape[0], lr, lr_next, beta1, beta2, eps, t, n_threads)
+        c = step_coefficients(&rule.v, lr, lr_next, t)
+        for k in range(net.v.L - 1, -1, -1):
+            bad |= update_layer(&net.v, &rule.v, &c, k, weight_penalty)
+    return bad != 0
 
 
-def train_batches(const floating[:, ::1] X, const floating[:, ::1] Y,
-                  const Py_ssize_t[::1] labels, const Py_ssize_t[::1] order,
-                  Py_ssize_t batch_size, Py_ssize_t first_batch, Py_ssize_t n_batches,
-                  floating[::1] params, floating[::1] grads, const int[::1] dims,
-                  const Py_ssize_t[::1] woff, const Py_ssize_t[::1] boff,
-                  floating[::1] acts, floating[::1] scratch, floating[::1] xbuf,
-                  floating[::1] ybuf, Py_ssize_t[::1] lbuf,
-                  int loss_kind, bint mean, int opt_kind, floating[::1] m, floating[::1] v,
-                  const double[::1] lrs, double beta1, double beta2, double eps,
-                  long long t0, int n_threads):
-    """The fused training loop: n_batches steps, the GIL released throughout.
+def train_steps(Network net, Workspace ws, Dataset data, Objective objective, UpdateRule rule,
+                const Py_ssize_t[::1] order, Py_ssize_t batch_size, Py_ssize_t first_batch,
+                Py_ssize_t n_batches, const double[::1] lrs, long long t0):
+    """Run steps first_batch .. first_batch + n_batches - 1 of an epoch, GIL released.
 
-    Batch j takes the rows order[j*batch_size : (j+1)*batch_size] (the last one
-    may be short). For each batch: gather rows into xbuf/ybuf/lbuf, forward,
-    loss and its gradient in place over the output, backward, optimizer update.
-    lrs[s] is the learning rate of step t0+s (lrs has n_batches+1 entries, the
-    last for Nesterov's look-ahead). Y holds float targets (squared error, binary
-    cross-entropy) and labels integer ones (cross-entropy); the other is empty.
+    Batch j is rows order[j*batch_size : (j+1)*batch_size] (the last may be
+    short); lrs[s] is the learning rate of step t0 + s (n_batches + 1 entries:
+    the last is Nesterov's look-ahead rate). Each step gathers, forwards, takes
+    the loss and its gradient in place over the output, and backpropagates,
+    updating each layer as soon as its gradient is final.
 
-    Returns (sum of l_i over the rows seen, batches done, stopped_on_nonfinite).
-    A batch whose loss is not finite stops the loop before its update, so the
-    parameters stay those of the last finite step.
+    Returns (sum of l_i over the completed steps, outputs predicted right in
+    them, completed steps, stop), stop being 0 (all ran), 1 (a batch's loss was not finite: that step changed
+    nothing) or 2 (an update made a parameter non-finite: that step's layers
+    are partly updated, and the caller restores them).
     """
-    cdef int L = <int>dims.shape[0] - 1
     cdef Py_ssize_t N = order.shape[0]
-    cdef Py_ssize_t d0 = dims[0]
-    cdef Py_ssize_t C = dims[L]
-    cdef Py_ssize_t ycols = Y.shape[1] if Y.shape[0] > 0 else 0
-    cdef Py_ssize_t P = params.shape[0]
-    cdef Py_ssize_t s, r, start, stop, B, row
-    cdef double total = 0.0, batch_total
-    cdef bint nonfinite = False
-    cdef Py_ssize_t done = 0
-    cdef floating* out
-    cdef const floating* Xp = cptr2(X)
-    cdef const floating* Yp = cptr2(Y)
-    cdef const Py_ssize_t* labp = &labels[0] if labels.shape[0] > 0 else NULL
-    cdef floating* xb = ptr1(xbuf)
-    cdef floating* yb = ptr1(ybuf)
-    cdef Py_ssize_t* lb = &lbuf[0] if lbuf.shape[0] > 0 else NULL
+    cdef Py_ssize_t s, start, B
+    cdef double total = 0.0, batch_total, scale
+    cdef int bad = 0, stop = 0
+    cdef Py_ssize_t done = 0, hits = 0, batch_hits
+    cdef ff_rule c
     with nogil:
         for s in range(n_batches):
             start = (first_batch + s) * batch_size
-            stop = start + batch_size
-            if stop > N:
-                stop = N
-            B = stop - start
-            for r in range(B):
-                row = order[start + r]
-                memcpy(xb + r * d0, Xp + row * d0, d0 * sizeof(floating))
-                if labp != NULL:
-                    lb[r] = labp[row]
-                else:
-                    memcpy(yb + r * ycols, Yp + row * ycols, ycols * sizeof(floating))
-            forward_pass(L, &dims[0], &woff[0], &boff[0], &params[0], xb, B, &acts[0])
-            out = act_slot(&acts[0], &dims[0], B, L - 1)
-            batch_total = loss_and_grad(loss_kind, mean, out, B, C, yb, lb, out)
+            B = min(batch_size, N - start)
+            scale = loss_scale(&objective.v, B)
+            c = step_coefficients(&rule.v, lrs[s], lrs[s + 1], t0 + s)
+            batch_hits = 0
+            batch_total = batch_gradient_any(&net.v, &ws.v, &data.v, &objective.v, &order[start], B,
+                                             scale, &rule.v, &c, &bad, &batch_hits)
             if not isfinite(batch_total):
-                nonfinite = True
+                stop = 1
+                break
+            if bad:
+                stop = 2
                 break
             total += batch_total
-            backward_pass(L, &dims[0], &woff[0], &boff[0], &params[0], &grads[0],
-                          xb, B, &acts[0], ptr1(scratch))
-            optimizer_update(opt_kind, &params[0], &grads[0], ptr1(m), ptr1(v), P,
-                             lrs[s], lrs[s + 1], beta1, beta2, eps, t0 + s, n_threads)
+            hits += batch_hits
             done += 1
-    return total, done, nonfinite
+    return total, hits, done, stop
+
+
+# ---------------------------------------------------------------- the step API's entry points
+
+def forward(Network net, const floating[:, ::1] X, Workspace ws):
+    """Forward pass of X (B <= ws.capacity rows) into ws.acts."""
+    with nogil:
+        forward_pass(&net.v, &X[0, 0] if X.shape[0] > 0 else NULL, X.shape[0], <floating *>ws.v.acts)
+
+
+def backward(Network net, const floating[:, ::1] X, Workspace ws):
+    """Backward pass for the batch X whose forward pass filled ws.acts, into net.grads.
+
+    dL/dF_L must already be in the output slot of ws.acts. Spends the activations."""
+    with nogil:
+        backward_pass(&net.v, &X[0, 0] if X.shape[0] > 0 else NULL, X.shape[0],
+                      <floating *>ws.v.acts, <floating *>ws.v.scratch, NULL, NULL, 0.0)
+
+
+def loss_value_and_grad(int kind, double scale, const floating[:, ::1] out,
+                        const floating[:, ::1] Y, const Py_ssize_t[::1] labels,
+                        floating[:, ::1] grad):
+    """Return sum_i l_i over the batch and write scale * dl/dout into grad."""
+    cdef double total
+    cdef Py_ssize_t B = out.shape[0], C = out.shape[1], hits = 0
+    if B == 0:
+        return 0.0
+    with nogil:
+        total = loss_and_grad(kind, scale, &out[0, 0], B, C,
+                              &Y[0, 0] if Y.shape[0] > 0 else NULL,
+                              &labels[0] if labels.shape[0] > 0 else NULL, &grad[0, 0], &hits)
+    return total

@@ -1,0 +1,57 @@
+/* The element-wise passes of the forward and backward passes for one floating
+ * type; kernels.c includes this file twice (T = float / double). */
+
+#define FF_CAT_(a, b) a##_##b
+#define FF_CAT(a, b) FF_CAT_(a, b)
+#define FN(name) FF_CAT(name, SUFFIX)
+
+/* F_k += b_k row by row, then H_{k+1} = relu(F_k) in place (hidden layers). */
+FF_CLONES void FN(ff_bias_act)(T *restrict f, const T *restrict bias, size_t rows, size_t cols,
+                               int relu)
+{
+    for (size_t i = 0; i < rows; i++) {
+        T *restrict row = f + i * cols;
+        if (relu) {
+            for (size_t j = 0; j < cols; j++) {
+                T z = row[j] + bias[j];
+                row[j] = z > 0 ? z : (T)0;
+            }
+        } else {
+            for (size_t j = 0; j < cols; j++)
+                row[j] += bias[j];
+        }
+    }
+}
+
+/* dL/db = column sums of dL/dF. */
+FF_CLONES void FN(ff_colsum)(const T *restrict d, size_t rows, size_t cols, T *restrict db)
+{
+    for (size_t j = 0; j < cols; j++)
+        db[j] = 0;
+    for (size_t i = 0; i < rows; i++) {
+        const T *restrict row = d + i * cols;
+        for (size_t j = 0; j < cols; j++)
+            db[j] += row[j];
+    }
+}
+
+/* dL/dF_{k-1} = 1[H_k > 0] * dL/dH_k written over H_k, with dL/db_{k-1} as its column sums. */
+FF_CLONES void FN(ff_mask_colsum)(const T *restrict dh, T *restrict h, size_t rows, size_t cols,
+                                  T *restrict db)
+{
+    for (size_t j = 0; j < cols; j++)
+        db[j] = 0;
+    for (size_t i = 0; i < rows; i++) {
+        const T *restrict dh_row = dh + i * cols;
+        T *restrict h_row = h + i * cols;
+        for (size_t j = 0; j < cols; j++) {
+            T df = h_row[j] > 0 ? dh_row[j] : (T)0;
+            h_row[j] = df;
+            db[j] += df;
+        }
+    }
+}
+
+#undef FN
+#undef FF_CAT
+#undef FF_CAT_

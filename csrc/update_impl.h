@@ -1,0 +1,171 @@
+/* Optimizer updates for one floating type; kernels.c includes this file twice,
+ * with T = float, SUFFIX = f32 and with T = double, SUFFIX = f64.
+ *
+ * Every loop reads as its rule in docs/math.md, "Optimizers", one element i
+ * at a time; the compiler vectorizes them. Before the rule, the gradient takes
+ * the coupled decay: g_i <- g_i + decay * p_i (weight decay with PyTorch's
+ * meaning, and the L2 penalty; decay is 0 otherwise, which leaves g_i as it is).
+ *
+ * Subnormal state is stored as zero (docs/math.md, "Subnormal numbers"): a unit
+ * whose gradient is always zero (a dead ReLU) has moments that decay
+ * geometrically, and once they fall below the smallest normal number every
+ * operation on them runs many times slower on x86 CPUs. The reference flushes
+ * the same values, so the two stay equal.
+ *
+ * Each loop returns nonzero when a parameter it wrote is not finite
+ * (x - x is NaN exactly for infinities and NaNs). */
+
+#define FF_CAT_(a, b) a##_##b
+#define FF_CAT(a, b) FF_CAT_(a, b)
+#define FN(name) FF_CAT(name, SUFFIX)
+
+static inline T FN(flushed)(T x)
+{
+    return FABS(x) < T_MIN_NORMAL ? (T)0 : x;
+}
+
+FF_CLONES static int FN(sgd)(const ff_rule *r, T *restrict p, const T *restrict g, size_t n)
+{
+    const T lr = (T)r->lr, decay = (T)r->grad_decay;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        T g_i = g[i] + decay * p[i];
+        T p_new = p[i] - lr * g_i;
+        p[i] = p_new;
+        bad |= (p_new - p_new) != 0;
+    }
+    return bad;
+}
+
+FF_CLONES static int FN(momentum)(const ff_rule *r, T *restrict p, const T *restrict g,
+                                  T *restrict m, size_t n)
+{
+    const T lr = (T)r->lr, beta = (T)r->beta1, decay = (T)r->grad_decay;
+    const T one_minus_beta = (T)1 - beta;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        T g_i = g[i] + decay * p[i];
+        T m_new = FN(flushed)(beta * m[i] + one_minus_beta * g_i);
+        T p_new = p[i] - lr * m_new;
+        m[i] = m_new;
+        p[i] = p_new;
+        bad |= (p_new - p_new) != 0;
+    }
+    return bad;
+}
+
+/* Nesterov, in the look-ahead variable the gradient is taken at:
+ *   psi_t = phi_t - lr_t beta m_t
+ *   m_{t+1} = beta m_t + (1 - beta) g(psi_t)
+ *   phi_{t+1} = phi_t - lr_t m_{t+1}
+ * so psi_{t+1} = phi_{t+1} - lr_{t+1} beta m_{t+1}
+ *             = psi_t + lr_t beta m_t - (lr_t + lr_{t+1} beta) m_{t+1},
+ * i.e. psi <- psi + keep * m_old - move * m_new with keep = lr_t beta and
+ * move = lr_t + lr_{t+1} beta. p holds psi between steps; phi is never stored. */
+FF_CLONES static int FN(nesterov)(const ff_rule *r, T *restrict psi, const T *restrict g,
+                                  T *restrict m, size_t n)
+{
+    const T beta = (T)r->beta1, keep = (T)r->keep, move = (T)r->move;
+    const T decay = (T)r->grad_decay, one_minus_beta = (T)1 - beta;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        T g_i = g[i] + decay * psi[i];
+        T m_old = m[i];
+        T m_new = FN(flushed)(beta * m_old + one_minus_beta * g_i);
+        T psi_new = psi[i] + keep * m_old - move * m_new;
+        m[i] = m_new;
+        psi[i] = psi_new;
+        bad |= (psi_new - psi_new) != 0;
+    }
+    return bad;
+}
+
+/* Adam with bias correction; AdamW shrinks p first (shrink = 1 - lr wd, else 1):
+ *   m <- beta1 m + (1 - beta1) g;     v <- beta2 v + (1 - beta2) g^2
+ *   m_hat = m / (1 - beta1^(t+1));    v_hat = v / (1 - beta2^(t+1))
+ *   p <- p - lr m_hat / (sqrt(v_hat) + eps) */
+FF_CLONES static int FN(adam)(const ff_rule *r, T *restrict p, const T *restrict g,
+                              T *restrict m, T *restrict v, size_t n)
+{
+    const T lr = (T)r->lr, beta1 = (T)r->beta1, beta2 = (T)r->beta2, eps = (T)r->eps;
+    const T m_hat_scale = (T)r->m_hat_scale, v_hat_scale = (T)r->v_hat_scale;
+    const T decay = (T)r->grad_decay, shrink = (T)r->shrink;
+    const T one_minus_beta1 = (T)1 - beta1, one_minus_beta2 = (T)1 - beta2;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        T g_i = g[i] + decay * p[i];
+        T m_new = FN(flushed)(beta1 * m[i] + one_minus_beta1 * g_i);
+        T v_new = FN(flushed)(beta2 * v[i] + one_minus_beta2 * (g_i * g_i));
+        T m_hat = m_new * m_hat_scale;
+        T v_hat = v_new * v_hat_scale;
+        T p_new = p[i] * shrink - lr * m_hat / (SQRT(v_hat) + eps);
+        m[i] = m_new;
+        v[i] = v_new;
+        p[i] = p_new;
+        bad |= (p_new - p_new) != 0;
+    }
+    return bad;
+}
+
+FF_CLONES static int FN(normalized)(const ff_rule *r, T *restrict p, const T *restrict g, size_t n)
+{
+    const T lr = (T)r->lr, eps = (T)r->eps, decay = (T)r->grad_decay;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        T g_i = g[i] + decay * p[i];
+        T p_new = p[i] - lr * g_i / (SQRT(g_i * g_i) + eps);
+        p[i] = p_new;
+        bad |= (p_new - p_new) != 0;
+    }
+    return bad;
+}
+
+static int FN(update_range)(const ff_rule *r, T *p, const T *g, T *m, T *v, size_t n)
+{
+    switch (r->kind) {
+    case FF_SGD:      return FN(sgd)(r, p, g, n);
+    case FF_MOMENTUM: return FN(momentum)(r, p, g, m, n);
+    case FF_NESTEROV: return FN(nesterov)(r, p, g, m, n);
+    case FF_ADAM:     return FN(adam)(r, p, g, m, v, n);
+    default:          return FN(normalized)(r, p, g, n);
+    }
+}
+
+/* A job for the team: part `index` of `count` takes one contiguous slice. */
+typedef struct {
+    const ff_rule *rule;
+    T *p;
+    const T *g;
+    T *m, *v;
+    size_t n;
+    int bad[FF_MAX_PARTS];
+} FN(update_job);
+
+static void FN(update_part)(void *arg, int index, int count)
+{
+    FN(update_job) *job = arg;
+    size_t lo = job->n * (size_t)index / (size_t)count;
+    size_t hi = job->n * (size_t)(index + 1) / (size_t)count;
+    job->bad[index] = FN(update_range)(job->rule, job->p + lo, job->g + lo,
+                                       job->m ? job->m + lo : NULL,
+                                       job->v ? job->v + lo : NULL, hi - lo);
+}
+
+int FN(ff_update)(const ff_rule *rule, T *p, const T *g, T *m, T *v, size_t n, int n_threads)
+{
+    int parts = n >= FF_PARALLEL_MIN_PARAMS && n_threads > 1 ? n_threads : 1;
+    if (parts > FF_MAX_PARTS)
+        parts = FF_MAX_PARTS;
+    if (parts == 1)
+        return FN(update_range)(rule, p, g, m, v, n);
+    FN(update_job) job = {rule, p, g, m, v, n, {0}};
+    ff_team_run(FN(update_part), &job, parts);
+    int bad = 0;
+    for (int i = 0; i < parts; i++)
+        bad |= job.bad[i];
+    return bad;
+}
+
+#undef FN
+#undef FF_CAT
+#undef FF_CAT_
