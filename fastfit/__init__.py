@@ -9,11 +9,10 @@ the core is tested against.
 from . import _blas_select
 
 _blas_select.select_kernels()
-_blas_select.select_openmp_wait_policy()
 
 from .network import MLP, Layer  # noqa: E402
 from .losses import BinaryCrossEntropy, Loss, SoftmaxCrossEntropy, SquaredError  # noqa: E402
-from .optim import SGD, Adam, NormalizedGD, Optimizer  # noqa: E402
+from .optim import SGD, Adam, AdamW, NormalizedGD, Optimizer  # noqa: E402
 from .schedules import ConstantLR, CosineWithWarmup, ExponentialDecay, StepDecay  # noqa: E402
 from .training import NonFiniteLossError, evaluate, fit  # noqa: E402
 from .history import History  # noqa: E402
@@ -25,7 +24,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MLP", "Layer", "Loss", "SquaredError", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
-    "SGD", "Adam", "NormalizedGD", "Optimizer", "ConstantLR", "StepDecay", "ExponentialDecay",
+    "SGD", "Adam", "AdamW", "NormalizedGD", "Optimizer", "ConstantLR", "StepDecay", "ExponentialDecay",
     "CosineWithWarmup", "fit", "evaluate", "History", "NonFiniteLossError", "show_config",
-    "blas_info", "save", "load", "ModelFileError", "interop", "io", "__version__",
+    "blas_info", "save", "load", "ModelFileError", "interop", "io", "reference", "__version__",
 ]
+
+
+def __getattr__(name):
+    # fastfit.reference (the NumPy oracle) is part of the package's face, but most
+    # programs never need it: it is imported on first use.
+    if name == "reference":
+        import importlib
+        return importlib.import_module(".reference", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,6 +2,7 @@
 passes through here first: the core itself never checks or raises."""
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -29,6 +30,13 @@ def _as_numeric_array(value, name):
         except (ValueError, TypeError) as exc:
             raise TypeError(f"{name} must be a numeric array; could not convert it: {exc}") from None
     kind = arr.dtype.kind
+    if kind in "USO" and arr.size and isinstance(arr.flat[0], str):
+        raise TypeError(f"{name} must be numeric, got strings ({arr.dtype}): encode class labels as integers "
+                        f"0..C-1 (for example `classes, {name} = np.unique({name}, return_inverse=True)`), "
+                        "or use fastfit.sklearn.MLPClassifier, which takes labels of any type")
+    if kind == "O" and _is_sparse(value):
+        raise TypeError(f"{name} is a scipy.sparse matrix, which is not accepted here; "
+                        f"pass {name}.toarray() (fit, predict and the scikit-learn estimators take sparse X)")
     if kind == "b":
         raise TypeError(f"{name} must be numeric, got a boolean array; convert it with .astype(float) if you mean 0/1")
     if kind == "c":
@@ -121,9 +129,108 @@ def _real(value, name, expect):
     return float(value)
 
 
+def non_negative_float(value, name):
+    """A finite float >= 0."""
+    value = _real(value, name, "a number >= 0")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
 def positive_float(value, name, expect="a number"):
     """A finite float > 0."""
     value = _real(value, name, expect)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return value
+
+
+def _is_sparse(value):
+    """True for a scipy.sparse matrix or array (without importing SciPy's sparse module)."""
+    return hasattr(value, "tocsr") and hasattr(value, "nnz")
+
+
+class Rows:
+    """The rows of X (n, n_features) as the core consumes them.
+
+    A NumPy array (or memmap, list, ...) is checked and converted once, and
+    ``array`` holds it: the core gathers batches from it directly. A SciPy
+    sparse matrix is checked once (its stored values finite and within the
+    dtype's range) and never densified whole: ``dense(lo, hi)`` and
+    ``take(rows)`` densify the rows asked for; ``array`` is None.
+    """
+
+    def __init__(self, X, n_features, dtype, name="X"):
+        self.name, self.dtype = name, np.dtype(dtype)
+        if _is_sparse(X):
+            shape = X.shape
+            if len(shape) != 2:
+                raise ValueError(f"{name} must be 2-D (samples, features), got shape {shape}")
+            if shape[0] == 0:
+                raise ValueError(f"{name} is empty: it has 0 samples")
+            if shape[1] != n_features:
+                raise ValueError(f"{name} has {shape[1]} features but the model's input layer takes {n_features}")
+            self.sparse = X.tocsr()
+            data = _as_numeric_array(self.sparse.data, f"{name}'s stored values")
+            finite_array(data, self.dtype, f"{name}'s stored values")
+            self.array, self.n = None, shape[0]
+        else:
+            self.sparse = None
+            self.array = features(X, n_features, dtype, name)
+            self.n = self.array.shape[0]
+
+    def dense(self, lo, hi):
+        """Rows [lo, hi) as a C-contiguous array of the dtype."""
+        if self.sparse is None:
+            return self.array[lo:hi]
+        return np.ascontiguousarray(self.sparse[lo:hi].toarray(), dtype=self.dtype)
+
+    def take(self, rows):
+        """The given rows, in that order, as a C-contiguous array of the dtype."""
+        if self.sparse is None:
+            return np.ascontiguousarray(self.array[rows])
+        return np.ascontiguousarray(self.sparse[rows].toarray(), dtype=self.dtype)
+
+
+def available_memory():
+    """Bytes the system can still give this process (MemAvailable on Linux; None when unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(nbytes, what):
+    """MemoryError naming ``what`` and the bytes it needs when the machine cannot hold them."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise MemoryError(f"{what} needs {nbytes / 2**30:,.2f} GiB, but only {free / 2**30:,.2f} GiB "
+                          "of memory is available")
+
+
+def check_sizes(sizes):
+    try:
+        sizes = tuple(sizes)
+    except TypeError:
+        raise TypeError(f"sizes must be a sequence of layer widths, got {sizes!r}") from None
+    if len(sizes) < 2:
+        raise ValueError(f"sizes needs at least an input and an output width, got {sizes!r}")
+    for s in sizes:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"sizes must be integer layer widths, got {s!r} in {sizes!r}")
+        if s < 1:
+            raise ValueError(f"sizes must be whole numbers >= 1, got {sizes!r}")
+        if s > BLAS_INT_MAX:
+            raise ValueError(f"a layer width of {s} exceeds what BLAS's 32-bit sizes can index")
+    return tuple(int(s) for s in sizes)
+
+
+def count_params(sizes):
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))

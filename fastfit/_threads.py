@@ -1,8 +1,9 @@
-"""Thread counts: BLAS's (through threadpoolctl) and our own element-wise loops'.
+"""Thread counts: the BLAS fastfit calls (SciPy's, through threadpoolctl) and fastfit's own team.
 
-Only one of the two pools works at a time (BLAS inside a GEMM, OpenMP inside
-an optimizer update), and both get the same count, so they never oversubscribe
-the cores.
+Only one of the two works at a time (BLAS inside a GEMM, the team inside an
+optimizer update), and both get the same count, so they never oversubscribe
+the cores. Other libraries' BLAS are never touched, and SciPy's count is
+restored when the last fit ends.
 """
 import contextlib
 import os
@@ -44,8 +45,14 @@ def auto_threads(flops_per_step):
     return 1 if flops_per_step < SINGLE_THREAD_FLOPS else cpu_count()
 
 
+def is_scipys(path):
+    """SciPy's wheels keep their OpenBLAS in scipy.libs/ (or inside scipy/ on some platforms)."""
+    return "scipy.libs" in path or (os.sep + "scipy" + os.sep) in path
+
+
 def _blas_libs():
-    return [lib for lib in controller().lib_controllers if lib.user_api == "blas"]
+    """The BLAS fastfit calls (SciPy's): other libraries' BLAS are left alone."""
+    return [lib for lib in controller().lib_controllers if lib.user_api == "blas" and is_scipys(lib.filepath)]
 
 
 @contextlib.contextmanager

@@ -1,13 +1,7 @@
 """What BLAS fastfit runs on: show_config() for people, blas_info() for programs."""
-import os
 import sys
 
-from . import _blas_select, _threads
-
-
-def _is_scipys(path):
-    """SciPy's wheels keep their OpenBLAS in scipy.libs/ (or inside scipy/ on some platforms)."""
-    return "scipy.libs" in path or (os.sep + "scipy" + os.sep) in path
+from . import _blas_select, _core, _threads
 
 
 def blas_info():
@@ -17,7 +11,7 @@ def blas_info():
     """
     import scipy.linalg.cython_blas  # noqa: F401  (make sure it is loaded)
     libs = _threads.controller().info()
-    scipy_blas = [lib for lib in libs if lib.get("user_api") == "blas" and _is_scipys(lib.get("filepath", ""))]
+    scipy_blas = [lib for lib in libs if lib.get("user_api") == "blas" and _threads.is_scipys(lib.get("filepath", ""))]
     from . import __version__
     import numpy, scipy
     return {
@@ -26,7 +20,7 @@ def blas_info():
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
         "kernel_decision": _blas_select.DECISION,
-        "openmp_decision": _blas_select.OPENMP_DECISION,
+        "own_threads": _core.team_size(),
         "cpu_count": _threads.cpu_count(),
         "scipy_blas": scipy_blas[0] if scipy_blas else None,
         "all_blas": [lib for lib in libs if lib.get("user_api") == "blas"],
@@ -40,7 +34,8 @@ def show_config(file=None):
     print(f"fastfit {info['fastfit']}  (Python {info['python']}, NumPy {info['numpy']}, SciPy {info['scipy']})", file=file)
     print(f"cores available: {info['cpu_count']}", file=file)
     print(f"kernel choice at import: {info['kernel_decision']}", file=file)
-    print(f"OpenMP (optimizer updates): {info['openmp_decision']}", file=file)
+    print(f"fastfit's own threads (large optimizer updates): {info['own_threads']} started so far; "
+          "they sleep when idle, and fastfit loads no OpenMP runtime", file=file)
     lib = info["scipy_blas"]
     if lib is None:
         print("BLAS used by fastfit (SciPy's): not identified by threadpoolctl", file=file)

@@ -51,10 +51,8 @@ import zlib
 import numpy as np
 
 from . import _checks, _core, _threads
-from .history import History
-from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy, get_loss
-from .progress import make_progress
-from .training import EpochEnd, NonFiniteLossError, _InterruptFlag, check_fit_arguments
+from .losses import get_loss
+from .training import LocalRunner, RunResult, check_fit_arguments, run_epochs, score_rows
 
 #: Seconds a rank waits in one collective operation before it declares the ranks
 #: that have not joined it silent. Generous: the first collectives of a fit also
@@ -204,16 +202,28 @@ class _Collectives:
 
 # ---------------------------------------------------------------- input checks
 
-def _rows_of(X, name, n_features):
-    """X as a 2-D numeric array (a memmap stays a memmap: nothing is copied here)."""
-    arr = _checks._as_numeric_array(X, name)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (samples, features), got {arr.ndim}-D with shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty: it has 0 samples")
-    if arr.shape[1] != n_features:
-        raise ValueError(f"{name} has {arr.shape[1]} features but the model's input layer takes {n_features}")
-    return arr
+class _SharedRows:
+    """X as every rank holds it (a full array or a memmap of one file), read only at the
+    rows a rank needs: nothing is copied or converted here. Its finiteness is checked
+    by the ranks together (``_check_finite_sharded``)."""
+
+    def __init__(self, X, name, n_features, dtype):
+        arr = _checks._as_numeric_array(X, name)
+        if arr.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (samples, features), got {arr.ndim}-D with shape {arr.shape}")
+        if arr.shape[0] == 0:
+            raise ValueError(f"{name} is empty: it has 0 samples")
+        if arr.shape[1] != n_features:
+            raise ValueError(f"{name} has {arr.shape[1]} features but the model's input layer takes {n_features}")
+        self.X, self.n, self.dtype = arr, arr.shape[0], np.dtype(dtype)
+        # the core gathers straight from X when it is already in the model's form
+        self.array = arr if arr.dtype == self.dtype and arr.flags.c_contiguous else None
+
+    def dense(self, lo, hi):
+        return np.ascontiguousarray(self.X[lo:hi], dtype=self.dtype)
+
+    def take(self, rows):
+        return np.ascontiguousarray(np.take(self.X, rows, axis=0), dtype=self.dtype)
 
 
 def _shard(n, rank, size):
@@ -284,12 +294,10 @@ def _check_same_everywhere(coll, items):
 
 def _optimizer_signature(opt):
     """The hyper-parameters that must agree across ranks (a callable lr by its type only)."""
-    state = {}
-    for key, value in sorted(vars(opt).items()):
-        if key in ("t", "_m", "_v", "_bound", "_lookahead"):
-            continue
-        state[key] = type(value).__name__ if callable(value) else value
-    return type(opt).__name__, opt.kind, opt.core_args(), tuple(state.items())
+    hyper = opt.hyper_parameters()
+    if callable(hyper.get("lr")):
+        hyper["lr"] = type(hyper["lr"]).__name__
+    return type(opt).__name__, tuple(sorted(hyper.items()))
 
 
 def _default_threads(local_batch, model, ranks_here):
@@ -303,53 +311,118 @@ def _default_threads(local_batch, model, ranks_here):
     return max(1, cores // max(1, ranks_here))
 
 
-# ---------------------------------------------------------------- validation across ranks
+# ---------------------------------------------------------------- the runner
 
-class _Validation:
-    """Validation rows split among the ranks; the sums are all-reduced."""
+class DistributedRunner(LocalRunner):
+    """Runs of steps across the ranks: each step is the compiled batch gradient of this
+    rank's slice of the global batch, one all-reduce of the gradient buffer, and the
+    compiled update, identical on every rank. The epoch loop is fastfit.training's."""
 
-    def __init__(self, model, loss, X, Y, labels, coll):
-        self.model, self.loss, self.coll = model, loss, coll
-        self.X, self.Y, self.labels = X, Y, labels
-        self.n = X.shape[0]
-        self.lo, self.hi = _shard(self.n, coll.rank, coll.size)
-        C = model.n_outputs
-        self.regression = not isinstance(loss, (SoftmaxCrossEntropy, BinaryCrossEntropy))
-        if self.regression:  # the targets are on every rank: ss_tot needs no communication
-            self.ss_tot = ((Y - Y.mean(axis=0)) ** 2).sum(axis=0, dtype=np.float64)
-        self.sums = np.zeros(2 + (C if self.regression else 0), dtype=np.float64)
+    def __init__(self, model, a, n_threads, coll, checkpoint):
+        self.coll, self.checkpoint = coll, checkpoint
+        self.capacity = -(-a.batch_size // coll.size)  # the largest slice a rank gets
+        super().__init__(model, a, n_threads)
+        self.needs_phi = self.needs_phi or checkpoint is not None
+        Y, labels = a.Y, a.labels
+        self.ws = model.workspace(self.capacity, target_cols=Y.shape[1] if Y.size else 0, labels=bool(labels.size))
+        self.stats = np.zeros(4, dtype=np.float64)  # [loss sum, hits, non-finite ranks, interrupted ranks]
+        self.interrupt = None
+        self.stopped_by_interrupt = False
+        self.wait_s = 0.0
 
-    def __call__(self):
-        model, loss, C = self.model, self.loss, self.model.n_outputs
-        sums = self.sums
-        sums[:] = 0.0
-        for a in range(self.lo, self.hi, _BLOCK_ROWS):
-            b = min(self.hi, a + _BLOCK_ROWS)
-            Xb = np.ascontiguousarray(self.X[a:b], dtype=model.dtype)
-            out = model.predict(Xb)
-            Yb = self.Y[a:b] if self.Y.size else self.Y
-            Lb = self.labels[a:b] if self.labels.size else self.labels
-            grad = np.empty_like(out)
-            sums[0] += _core.loss_value_and_grad(loss.kind, loss.mean, out, np.ascontiguousarray(Yb),
-                                                 np.ascontiguousarray(Lb), grad)
-            if isinstance(loss, SoftmaxCrossEntropy):
-                sums[1] += np.count_nonzero(out.argmax(axis=1) == Lb)
-            elif isinstance(loss, BinaryCrossEntropy):
-                sums[1] += np.count_nonzero((out > 0) == (Yb > 0.5))
-            else:
-                sums[2:] += ((Yb - out) ** 2).sum(axis=0, dtype=np.float64)
-        self.coll.allreduce(sums, "validation all-reduce")
-        result = {"val_loss": loss.reduce(sums[0], self.n, C)}
-        if isinstance(loss, SoftmaxCrossEntropy):
-            result["val_accuracy"] = float(sums[1] / self.n)
-        elif isinstance(loss, BinaryCrossEntropy):
-            result["val_accuracy"] = float(sums[1] / (self.n * C))
-        else:
-            ss_tot = self.ss_tot
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r2 = np.where(ss_tot > 0, 1 - sums[2:] / np.where(ss_tot > 0, ss_tot, 1), 0.0)
-            result["val_r2"] = float(r2.mean())
-        return result
+    def _rank_data(self, idx):
+        """The Dataset and local row indices of this rank's slice."""
+        a = self.a
+        if self.data is not None:
+            return self.data, idx
+        return (_core.Dataset(a.rows.take(idx), np.ascontiguousarray(a.Y[idx]) if a.Y.size else a.Y,
+                              np.ascontiguousarray(a.labels[idx]) if a.labels.size else a.labels),
+                np.arange(len(idx), dtype=np.intp))
+
+    def _steps(self, order, first, n, lrs, t0):
+        a, coll, model, MPI = self.a, self.coll, self.model, self.coll.MPI
+        stats, grads = self.stats, model.grads
+        total, hits = 0.0, 0
+        for s in range(n):
+            j = first + s
+            coll.where = (self.epoch, j + 1)
+            start, stop = j * a.batch_size, min((j + 1) * a.batch_size, a.N)
+            lo, hi = _shard(stop - start, coll.rank, coll.size)
+            data, rows = self._rank_data(order[start + lo:start + hi])
+            local, local_hits = _core.batch_gradient(model._net, self.ws, data, self.objective, rows, stop - start)
+            bad = not math.isfinite(local)
+            stats[:] = (0.0 if bad else local, local_hits, float(bad),
+                        float(self.interrupt is not None and self.interrupt.raised))
+            t_wait = time.perf_counter()
+            requests = [coll.comm.Iallreduce(MPI.IN_PLACE, stats, op=MPI.SUM),
+                        coll.comm.Iallreduce(MPI.IN_PLACE, grads, op=MPI.SUM)]
+            coll.wait(requests, "gradient all-reduce")
+            self.wait_s += time.perf_counter() - t_wait
+            if stats[2]:
+                return total, hits, s, RunResult.LOSS_NOT_FINITE
+            penalty = a.loss.l2 * a.loss.grad_scale(stop - start, model.n_outputs)
+            if _core.update(model._net, self.rule, lrs[s], lrs[s + 1], t0 + s, penalty):
+                return total, hits, s, RunResult.UPDATE_NOT_FINITE
+            total += stats[0]
+            hits += int(stats[1])
+            if stats[3]:  # Ctrl-C on some rank: every rank stops after this same step
+                self.stopped_by_interrupt = True
+                return total, hits, s + 1, RunResult.CONTINUE
+        return total, hits, n, RunResult.CONTINUE
+
+    def interrupted(self, interrupt):
+        self.interrupt = interrupt
+        return self.stopped_by_interrupt
+
+    def run(self, order, first, n, lrs, t0):
+        self.epoch = self.epoch if first else self.epoch + 1
+        return super().run(order, first, n, lrs, t0)
+
+    epoch = 0
+
+    def validate(self, val):
+        rows, Y, labels, lo, hi = val
+        a, b = _shard(hi - lo, self.coll.rank, self.coll.size)
+        scores = score_rows(self.model, self.a.loss, rows, Y, labels, lo + a, lo + b)
+        self.coll.allreduce(scores.sums, "validation all-reduce")
+        scores.Y_all = Y[lo:hi] if Y.size else Y
+        return scores.result(n_rows=hi - lo, prefix="val_")
+
+    def complete_record(self, epoch, record):
+        """The same numbers on every rank: the slowest rank's time, the mean all-reduce
+        wait; and a check that the ranks still hold bit-identical parameters."""
+        coll = self.coll
+        coll.where = (epoch, self.a.n_batches)
+        crc = zlib.crc32(self.model.params)
+        table = coll.allgather(np.array([record["time"], self.wait_s, crc], dtype=np.float64),
+                               "end-of-epoch exchange")
+        self.wait_s = 0.0
+        if np.any(table[:, 2] != table[0, 2]):
+            raise RuntimeError(
+                f"distributed fit: after epoch {epoch} the ranks' parameters differ (checksums "
+                f"{[int(c) for c in table[:, 2]]}); the MPI library's sum is not the same on every "
+                "rank, which fastfit.distributed relies on")
+        seconds = float(table[:, 0].max())
+        rows = record["samples_per_s"] * record["time"] if math.isfinite(record["samples_per_s"]) else 0
+        record.update(time=seconds, samples_per_s=rows / seconds if seconds > 0 else math.inf,
+                      allreduce_s=float(table[:, 1].mean()))
+
+    def agree_to_stop(self, epoch, stop):
+        """Rank 0 writes the checkpoint; every rank stops when any rank wants to, or when the write failed."""
+        failed = None
+        if self.checkpoint is not None and self.coll.rank == 0:
+            try:
+                from .io import save
+                save(self.model, self.checkpoint, optimizer=self.a.optimizer)
+            except Exception as exc:  # reported on every rank below
+                failed = exc
+        flags = self.coll.allgather(np.array([stop, failed is not None], dtype=np.int64), "end-of-epoch agreement")
+        if failed is not None:
+            raise failed
+        if flags[0, 1]:
+            raise RuntimeError(f"distributed fit: rank 0 could not write the checkpoint {self.checkpoint!r} "
+                               f"after epoch {epoch}; every rank stops (rank 0 reports why)")
+        return bool(flags[:, 0].any())
 
 
 def evaluate(model, X, y, loss, comm=None, timeout=DEFAULT_TIMEOUT):
@@ -359,11 +432,13 @@ def evaluate(model, X, y, loss, comm=None, timeout=DEFAULT_TIMEOUT):
     comm = MPI.COMM_WORLD if comm is None else comm
     coll = _Collectives(comm, MPI, float(timeout))
     loss = get_loss(loss)
-    X = _rows_of(X, "X", model.n_inputs)
-    Y, labels = loss.targets(y, X.shape[0], model.n_outputs, model.dtype)
-    _check_finite_sharded(coll, X, "X", model.dtype)
-    scores = _Validation(model, loss, X, Y, labels, coll)()
-    return {k[len("val_"):]: v for k, v in scores.items()}
+    rows = _SharedRows(X, "X", model.n_inputs, model.dtype)
+    Y, labels = loss.targets(y, rows.n, model.n_outputs, model.dtype)
+    _check_finite_sharded(coll, rows.X, "X", model.dtype)
+    a, b = _shard(rows.n, coll.rank, coll.size)
+    scores = score_rows(model, loss, rows, Y, labels, a, b)
+    coll.allreduce(scores.sums, "evaluation all-reduce")
+    return scores.result(n_rows=rows.n)
 
 
 # ---------------------------------------------------------------- the fit
@@ -387,7 +462,7 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
     (print from one rank only: ``comm.rank == 0``); one returning False on any
     rank stops every rank. ``checkpoint``: a path that rank 0 writes with
     ``fastfit.save(model, path, optimizer)`` after every epoch. ``n_threads``:
-    BLAS threads per rank (default: one for small steps, else the node's cores
+    threads per rank (default: one for small steps, else the node's cores
     shared among its ranks). ``timeout``: seconds any collective may wait for
     the other ranks before RankFailureError (then the job is aborted at exit).
     """
@@ -396,175 +471,51 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
     if not (isinstance(timeout, numbers.Real) and timeout > 0 and math.isfinite(timeout)):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     coll = _Collectives(comm, MPI, float(timeout))
-    rank, size = coll.rank, coll.size
 
     # ---- local checks: deterministic, so every rank given the same arguments agrees
     if seed is None:
         raise ValueError("distributed fit needs an explicit seed: every rank must draw the same batches")
-    args = check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, validation_data,
-                               validation_split, drop_last, patience, min_delta, callbacks, verbose,
-                               as_rows=lambda arr, name: _rows_of(arr, name, model.n_inputs))
-    loss, optimizer, X, Y, labels, val = args.loss, args.optimizer, args.X, args.Y, args.labels, args.val
-    N, bs, n_batches, epochs, rng = args.N, args.batch_size, args.n_batches, args.epochs, args.rng
-    patience, min_delta, callbacks = args.patience, args.min_delta, args.callbacks
-    capacity = -(-bs // size)  # the largest slice a rank gets
-    optimizer.bind(model)
+    a = check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, validation_data,
+                            validation_split, early_stopping, drop_last, patience, min_delta, callbacks, verbose,
+                            as_rows=lambda arr, name: _SharedRows(arr, name, model.n_inputs, model.dtype))
+    optimizer = a.optimizer
 
-    # ---- the ranks agree on what they are doing, and on the data's finiteness
-    items = [("model sizes", model.sizes), ("dtype", model.dtype.str), ("loss", repr(loss)),
-             ("optimizer", _optimizer_signature(optimizer)), ("batch_size", bs), ("epochs", epochs),
-             ("seed", repr(seed)), ("training rows", N),
-             ("targets", (Y.shape, labels.shape, zlib.crc32(labels if labels.size else Y))),
-             ("shuffle", bool(shuffle)), ("drop_last", bool(drop_last)),
-             ("validation rows", -1 if val is None else val[0].shape[0]),
-             ("early_stopping", (bool(early_stopping), patience, float(min_delta), bool(restore_best))),
-             ("checkpoint", checkpoint is not None)]
-    ranks_here = _check_same_everywhere(coll, items)
-    _check_finite_sharded(coll, X, "X", model.dtype)
-    if val is not None:
-        _check_finite_sharded(coll, val[0], "validation X", model.dtype)
+    with model.exclusive("distributed fit"):
+        optimizer.bind(model)
+        # ---- the ranks agree on what they are doing, and on the data's finiteness
+        items = [("model sizes", model.sizes), ("dtype", model.dtype.str), ("loss", repr(a.loss)),
+                 ("optimizer", _optimizer_signature(optimizer)), ("batch_size", a.batch_size),
+                 ("epochs", a.epochs), ("seed", repr(seed)), ("training rows", a.N),
+                 ("targets", (a.Y.shape, a.labels.shape, zlib.crc32(a.labels if a.labels.size else a.Y))),
+                 ("shuffle", bool(shuffle)), ("drop_last", bool(drop_last)),
+                 ("validation rows", -1 if a.val is None else a.val[4] - a.val[3]),
+                 ("early_stopping", (bool(early_stopping), a.patience, float(a.min_delta), bool(restore_best))),
+                 ("checkpoint", checkpoint is not None)]
+        ranks_here = _check_same_everywhere(coll, items)
+        _check_finite_sharded(coll, a.rows.X, "X", model.dtype)
+        if a.val is not None and a.val[0] is not a.rows:
+            _check_finite_sharded(coll, a.val[0].X, "validation X", model.dtype)
 
-    # ---- rank 0's starting point everywhere: parameters, step count, optimizer state
-    m, v = optimizer.state_buffers()
-    head = np.array([optimizer.t, int(getattr(optimizer, "_lookahead", True))], dtype=np.int64)
-    coll.bcast(head, "broadcast of the step count")
-    coll.bcast(model.params, "broadcast of the parameters")
-    for buf in (m, v):
-        if buf.size:
+        # ---- rank 0's starting point everywhere: parameters, step count, optimizer state
+        head = np.array([optimizer.t, int(getattr(optimizer, "_lookahead", True))], dtype=np.int64)
+        coll.bcast(head, "broadcast of the step count")
+        coll.bcast(model.params, "broadcast of the parameters")
+        for buf in optimizer.state_buffers().values():
             coll.bcast(buf, "broadcast of the optimizer state")
-    optimizer.t = int(head[0])
-    if hasattr(optimizer, "_lookahead"):
-        optimizer._lookahead = bool(head[1])
+        state = optimizer.state_dict()
+        state.update(t=int(head[0]), lookahead=bool(head[1]), buffers=optimizer.state_buffers())
+        optimizer.load_state_dict(state)
+        optimizer.bind(model)
 
-    if n_threads is None:
-        n_threads = _default_threads(capacity, model, ranks_here)
-    else:
-        n_threads = _checks.positive_int(n_threads, "n_threads")
-
-    # ---- buffers
-    d0, C = model.n_inputs, model.n_outputs
-    H = sum(model.sizes[1:-1])
-    ycols = Y.shape[1] if Y.size else 0
-    ws = model.workspace(capacity, target_cols=ycols, labels=bool(labels.size))
-    direct = X.dtype == model.dtype  # gather straight into the buffer; else gather, then cast
-    per_sample = loss.elements_per_sample(C) if loss.mean else None  # "mean": 1/(global rows * this)
-    stats = np.zeros(3, dtype=np.float64)  # [loss sum, non-finite ranks, interrupted ranks]
-    validate = None if val is None else _Validation(model, loss, *val, coll)
-    model._last_X = None
-    history = History()
-    progress = make_progress(verbose if rank == 0 else 0, epochs, n_batches * bs if drop_last else N)
-    epoch_end = EpochEnd(early_stopping, patience, min_delta, restore_best, callbacks,
-                         monitor="val_loss" if val is not None else "loss")
-    b1, b2, eps = optimizer.core_args()
-    optimizer.prepare(model)
-    try:
-        with _InterruptFlag() as interrupt, _threads.blas_threads(n_threads):
-            for epoch in range(1, epochs + 1):
-                order = rng.permutation(N) if shuffle else np.arange(N)
-                order = np.ascontiguousarray(order, dtype=np.intp)
-                lrs = optimizer.lrs(optimizer.t, n_batches)
-                t_epoch = time.perf_counter()
-                lr_first = float(lrs[0])
-                total, rows, wait_s, last_shown = 0.0, 0, 0.0, t_epoch
-                for j in range(n_batches):
-                    coll.where = (epoch, j + 1)
-                    start, stop = j * bs, min((j + 1) * bs, N)
-                    Bg = stop - start
-                    lo, hi = _shard(Bg, rank, size)
-                    b = hi - lo
-                    local, bad = 0.0, 0.0
-                    if b:
-                        idx = order[start + lo:start + hi]
-                        xb = ws.xbuf[:b * d0].reshape(b, d0)
-                        if direct:
-                            np.take(X, idx, axis=0, out=xb)
-                        else:
-                            xb[...] = np.take(X, idx, axis=0)
-                        Yb = np.take(Y, idx, axis=0, out=ws.ybuf[:b * ycols].reshape(b, ycols)) if ycols else Y
-                        Lb = np.take(labels, idx, out=ws.lbuf[:b]) if labels.size else labels
-                        _core.forward(model.params, model._dims, model._woff, model._boff, xb, ws.acts)
-                        out = ws.acts[b * H:b * H + b * C].reshape(b, C)
-                        local = _core.loss_value_and_grad(loss.kind, False, out, Yb, Lb, out)
-                        bad = 0.0 if math.isfinite(local) else 1.0
-                    stats[0], stats[1], stats[2] = (local if not bad else 0.0), bad, float(interrupt.raised)
-                    req_stats = comm.Iallreduce(MPI.IN_PLACE, stats, op=MPI.SUM)
-                    if b and not bad:
-                        if per_sample is not None:
-                            out *= 1.0 / (Bg * per_sample)
-                        _core.backward(model.params, model.grads, model._dims, model._woff, model._boff,
-                                       xb, ws.acts, ws.scratch)
-                    else:
-                        model.grads.fill(0)
-                    t_wait = time.perf_counter()
-                    req_grads = comm.Iallreduce(MPI.IN_PLACE, model.grads, op=MPI.SUM)
-                    coll.wait([req_stats, req_grads], "gradient all-reduce")
-                    wait_s += time.perf_counter() - t_wait
-                    if stats[1]:
-                        raise NonFiniteLossError(
-                            f"the loss is not finite at epoch {epoch}, step {j + 1} of {n_batches} "
-                            f"(on {int(stats[1])} of {size} ranks); the fit stopped and the model keeps "
-                            f"the parameters of the last finite step. The learning rate ({optimizer.lr!r}) "
-                            "is probably too large: try a smaller one.", epoch, j + 1, history)
-                    if stats[2]:
-                        raise KeyboardInterrupt
-                    m, v = optimizer.state_buffers()
-                    _core.optimizer_step(optimizer.kind, model.params, model.grads, m, v,
-                                         float(lrs[j]), float(lrs[j + 1]), b1, b2, eps, optimizer.t, n_threads)
-                    optimizer.t += 1
-                    total += stats[0]
-                    rows += Bg
-                    now = time.perf_counter()
-                    if now - last_shown > 0.2:
-                        progress.update_steps(epoch, j + 1, n_batches)
-                        last_shown = now
-                coll.where = (epoch, n_batches)
-                seconds = time.perf_counter() - t_epoch
-                record = {"epoch": epoch, "loss": loss.reduce(total, rows, C)}
-                need_phi = validate is not None or early_stopping or callbacks or checkpoint is not None
-                if need_phi:
-                    optimizer.finalize(model)  # judge (and save) the trajectory's phi, not Nesterov's look-ahead
-                if validate is not None:
-                    record.update(validate())
-                # the same numbers on every rank: the slowest rank's time, the mean wait; and a
-                # check that the ranks still hold bit-identical parameters
-                crc = zlib.crc32(model.params)
-                table = coll.allgather(np.array([seconds, wait_s, crc], dtype=np.float64),
-                                       "end-of-epoch exchange")
-                if np.any(table[:, 2] != table[0, 2]):
-                    raise RuntimeError(
-                        f"distributed fit: after epoch {epoch} the ranks' parameters differ (checksums "
-                        f"{[int(c) for c in table[:, 2]]}); the MPI library's sum is not the same on every "
-                        "rank, which fastfit.distributed relies on")
-                seconds = float(table[:, 0].max())
-                record.update(lr=lr_first, time=seconds, samples_per_s=rows / seconds if seconds > 0 else math.inf,
-                              allreduce_s=float(table[:, 1].mean()))
-                history.record(**record)
-                progress.end_epoch(record)
-                stop = epoch_end(record, model)
-                failed = None
-                if checkpoint is not None and rank == 0:
-                    try:
-                        from .io import save
-                        save(model, checkpoint, optimizer=optimizer)
-                    except Exception as exc:  # reported on every rank below
-                        failed = exc
-                flags = coll.allgather(np.array([stop, failed is not None], dtype=np.int64),
-                                       "end-of-epoch agreement")
-                if failed is not None:
-                    raise failed
-                if flags[0, 1]:
-                    raise RuntimeError(f"distributed fit: rank 0 could not write the checkpoint {checkpoint!r} "
-                                       f"after epoch {epoch}; every rank stops (rank 0 reports why)")
-                if need_phi:
-                    optimizer.prepare(model)
-                if flags[:, 0].any():
-                    break
-    except KeyboardInterrupt as exc:
-        exc.history = history
-        raise
-    finally:
-        coll.where = (None, None)
-        optimizer.finalize(model)
-        progress.close()
-    epoch_end.restore_best_params(model)
-    return history
+        if n_threads is None:
+            n_threads = _default_threads(-(-a.batch_size // coll.size), model, ranks_here)
+        else:
+            n_threads = _checks.positive_int(n_threads, "n_threads")
+        model._last_X = None
+        runner = DistributedRunner(model, a, n_threads, coll, checkpoint)
+        try:
+            with _threads.blas_threads(n_threads):
+                return run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle,
+                                  rank0=coll.rank == 0)
+        finally:
+            coll.where = (None, None)

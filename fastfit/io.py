@@ -11,9 +11,11 @@ The file is a plain NumPy ``.npz`` archive, read back with ``allow_pickle=False`
   version, the layer sizes, the dtype, the model's seed and, when an optimizer
   was saved, its class name, learning rate (a float, or a fastfit.schedules
   class name with its attributes), step count ``t`` and other hyper-parameters;
-- ``params``: the flat parameter buffer (MATH.md's W_0, b_0, W_1, b_1 ...,
+- ``params``: the flat parameter buffer (docs/math.md's W_0, b_0, W_1, b_1 ...,
   each W (out, in) row-major);
-- ``optimizer._m``, ``optimizer._v`` ...: the optimizer's state buffers.
+- ``optimizer.m``, ``optimizer.v``: the optimizer's state buffers (its
+  ``state_dict()``; the metadata holds its type, hyper-parameters, step count
+  and the model it is bound to). Version-1 files (``optimizer._m`` ...) still load.
 
 Training resumed from a saved (model, optimizer) pair takes exactly the steps the
 uninterrupted training would have taken (given the same ``fit`` seeds).
@@ -35,18 +37,16 @@ import numpy as np
 from . import _checks
 from . import optim as _optim
 from . import schedules as _schedules
-from .network import MLP, check_sizes
+from ._checks import check_sizes
+from .network import MLP
 
 FORMAT = "fastfit.MLP"
 #: The version this fastfit writes; it reads this version and older ones.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _META_KEY = "__fastfit__"
 _PARAMS_KEY = "params"
 _OPT_PREFIX = "optimizer."
-#: Optimizer attributes that are not saved as plain values: lr has its own entry,
-#: _bound is rebuilt from the model on load.
-_OPT_SPECIAL = ("lr", "_bound")
 
 
 class ModelFileError(ValueError):
@@ -104,16 +104,15 @@ def _schedule_spec(lr):
             "attrs": {k: _plain(v, f"{cls.__name__}.{k}") for k, v in vars(lr).items()}}
 
 
-def _build(cls, attrs, extra=None):
-    """cls(**the constructor's arguments found in attrs), then the remaining attributes set as saved."""
-    kwargs = dict(extra or {})
-    for name, p in inspect.signature(cls.__init__).parameters.items():
-        if name != "self" and name in attrs and name not in kwargs and \
-                p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-            kwargs[name] = attrs[name]
-    obj = cls(**kwargs)
-    obj.__dict__.update(attrs)
-    return obj
+def _build(cls, attrs):
+    """cls(**attrs), where attrs must be exactly constructor arguments: nothing from a
+    file reaches an object except through its constructor and its checks."""
+    params = [name for name, p in inspect.signature(cls.__init__).parameters.items()
+              if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(attrs) - set(params))
+    if unknown:
+        raise ValueError(f"{cls.__name__} takes no {unknown}")
+    return cls(**attrs)
 
 
 def _schedule_from_spec(spec):
@@ -173,29 +172,23 @@ def _atomic_write(path, write):
 # ---------------------------------------------------------------- save
 
 def _optimizer_entries(optimizer, model):
-    """(JSON metadata, {array name: array}) for an optimizer bound to (or fresh for) model."""
+    """(JSON metadata, {array name: array}) from the optimizer's state_dict()."""
     if not isinstance(optimizer, _optim.Optimizer):
-        raise TypeError(f"optimizer must be a fastfit optimizer (SGD, Adam, NormalizedGD), got {optimizer!r}")
+        raise TypeError(f"optimizer must be a fastfit optimizer (SGD, Adam, AdamW, NormalizedGD), got {optimizer!r}")
     cls = type(optimizer)
-    if cls.__module__ != _optim.__name__ or getattr(_optim, cls.__name__, None) is not cls:
+    if _optim.OPTIMIZERS.get(cls.__name__) is not cls:
         raise ValueError(f"cannot save an optimizer of class {cls.__qualname__}: only fastfit.optim's "
                          "own optimizer classes can be stored")
-    bound = getattr(optimizer, "_bound", None)
-    if bound is not None and tuple(bound) != (model.n_params, model.dtype):
-        raise ValueError(f"the optimizer holds state for a model of {bound[0]} {bound[1]} parameters, "
-                         f"not for this model ({model.n_params} {model.dtype} parameters): save it with "
-                         "the model it trains")
-    attrs, arrays = {}, {}
-    for name, value in vars(optimizer).items():
-        if name in _OPT_SPECIAL:
-            continue
-        if isinstance(value, np.ndarray):
-            arrays[_OPT_PREFIX + name] = np.ascontiguousarray(value)
-            attrs[name] = {"__array__": _OPT_PREFIX + name}
-        else:
-            attrs[name] = _plain(value, f"{cls.__name__}.{name}")
-    meta = {"class": cls.__name__, "lr": _schedule_spec(optimizer.lr), "attrs": attrs,
-            "bound": bound is not None}
+    state = optimizer.state_dict()
+    bound = state["bound"]
+    if bound is not None and (tuple(bound["sizes"]) != tuple(model.sizes) or bound["dtype"] != model.dtype.name):
+        raise ValueError(f"the optimizer holds state for a {bound['dtype']} model of sizes {bound['sizes']}, "
+                         f"not for this model ({model!r}): save it with the model it trains")
+    hyper = {k: (_schedule_spec(v) if k == "lr" else _plain(v, f"{cls.__name__}.{k}"))
+             for k, v in state["hyper"].items()}
+    arrays = {_OPT_PREFIX + name: np.ascontiguousarray(arr) for name, arr in state["buffers"].items()}
+    meta = {"type": state["type"], "hyper": hyper, "t": state["t"], "bound": bound,
+            "lookahead": state["lookahead"], "buffers": sorted(state["buffers"])}
     return meta, arrays
 
 
@@ -303,55 +296,68 @@ def _model_from(path, meta, arrays):
     if _PARAMS_KEY not in arrays:
         raise ModelFileError(path, f"the '{_PARAMS_KEY}' entry is missing")
     params = arrays[_PARAMS_KEY]
-    n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     if params.dtype != dtype:
         raise ModelFileError(path, f"params are {params.dtype}, the metadata says {dtype}")
-    if params.shape != (n_params,):
-        raise ModelFileError(path, f"params have shape {params.shape}, but sizes {list(sizes)} "
-                                   f"need ({n_params},)")
     seed = meta.get("seed")
     if not (seed is None or (isinstance(seed, int) and not isinstance(seed, bool))):
         seed = None
-    model = MLP.__new__(MLP)
-    model.__setstate__({"sizes": sizes, "dtype": dtype.str, "seed": seed, "params": params})
-    return model
-
-
-def _optimizer_from(path, meta, arrays, model):
     try:
-        if not isinstance(meta, dict) or not isinstance(meta.get("attrs"), dict):
+        return MLP.from_params(sizes, params, dtype, seed)
+    except (TypeError, ValueError, MemoryError) as exc:
+        raise ModelFileError(path, f"its parameters cannot be loaded ({exc})") from None
+
+
+def _state_from_version_1(meta, model):
+    """The optimizer entry of a version-1 file (its attributes as saved) as a state_dict."""
+    attrs = meta.get("attrs")
+    if not isinstance(attrs, dict):
+        raise ValueError("its optimizer entry is malformed")
+    name = meta.get("class")
+    cls = _optim.OPTIMIZERS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"unknown optimizer class {name!r}")
+    hyper = {"lr": meta.get("lr")}
+    for key in inspect.signature(cls.__init__).parameters:
+        if key not in ("self", "lr") and key in attrs:
+            hyper[key] = attrs[key]
+    buffers = {}
+    for key, buffer in (("_m", "m"), ("_v", "v")):
+        value = attrs.get(key)
+        if isinstance(value, dict) and set(value) == {"__array__"}:
+            buffers[buffer] = value["__array__"]
+    return {"type": cls.__name__, "hyper": hyper, "t": attrs.get("t", 0),
+            "bound": ({"sizes": list(model.sizes), "dtype": model.dtype.name} if meta.get("bound") else None),
+            "lookahead": attrs.get("_lookahead", True), "buffers": buffers}
+
+
+def _optimizer_from(path, meta, arrays, model, version):
+    try:
+        if not isinstance(meta, dict):
             raise ValueError("its optimizer entry is malformed")
-        name = meta.get("class")
-        cls = getattr(_optim, name, None) if isinstance(name, str) else None
-        if not (isinstance(cls, type) and issubclass(cls, _optim.Optimizer) and cls.__module__ == _optim.__name__):
-            raise ValueError(f"unknown optimizer class {name!r}")
-        attrs = {}
-        for key, value in meta["attrs"].items():
-            if isinstance(value, dict) and set(value) == {"__array__"}:
-                akey = value["__array__"]
-                if akey not in arrays:
-                    raise ValueError(f"the optimizer's state array {akey!r} is missing")
-                arr = arrays[akey]
-                if arr.shape != (model.n_params,) or arr.dtype != model.dtype:
-                    raise ValueError(f"the optimizer's state {key!r} has shape {arr.shape} and dtype {arr.dtype}; "
-                                     f"the model needs ({model.n_params},) {model.dtype}")
-                attrs[key] = arr.copy()
-            else:
-                attrs[key] = _unplain(value)
-        t = attrs.get("t", 0)
-        if not isinstance(t, int) or isinstance(t, bool) or t < 0:
-            raise ValueError(f"the optimizer's step count t={t!r} is not a whole number >= 0")
-        lr = _schedule_from_spec(meta.get("lr"))
-        optimizer = _build(cls, attrs, extra={"lr": lr})
-        optimizer._bound = (model.n_params, model.dtype) if meta.get("bound") else None
-        for key in ("_m", "_v"):
-            if getattr(optimizer, key, None) is not None and optimizer._bound is None:
-                raise ValueError(f"the optimizer has state {key!r} but is not bound to the model")
-        for k in range(optimizer.n_state_buffers if optimizer._bound is not None else 0):
-            if getattr(optimizer, ("_m", "_v")[k], None) is None:
-                raise ValueError(f"the optimizer's state {('_m', '_v')[k]!r} is missing")
+        if version == 1:
+            meta = _state_from_version_1(meta, model)
+            names = meta["buffers"]
+        else:
+            names = meta.get("buffers", [])
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError("its list of optimizer buffers is malformed")
+            names = {n: _OPT_PREFIX + n for n in names}
+        buffers = {}
+        for name, key in names.items():
+            if key not in arrays:
+                raise ValueError(f"the optimizer's state array {key!r} is missing")
+            buffers[name] = arrays[key]
+        hyper = meta.get("hyper")
+        if not isinstance(hyper, dict):
+            raise ValueError("its optimizer's hyper-parameters are malformed")
+        hyper = {k: (_schedule_from_spec(v) if k == "lr" else _unplain(v)) for k, v in hyper.items()}
+        state = {"type": meta.get("type"), "hyper": hyper, "t": meta.get("t", 0), "bound": meta.get("bound"),
+                 "lookahead": meta.get("lookahead", True), "buffers": buffers}
+        optimizer = _optim.from_state_dict(state)
+        if optimizer._bound is not None:
+            optimizer.bind(model)
         return optimizer
-    except (TypeError, ValueError, AttributeError) as exc:
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise ModelFileError(path, f"its optimizer cannot be restored ({exc})") from None
 
 
@@ -372,7 +378,7 @@ def load(path, return_optimizer=False):
     if not return_optimizer:
         return model
     opt_meta = meta.get("optimizer")
-    optimizer = None if opt_meta is None else _optimizer_from(path_str, opt_meta, arrays, model)
+    optimizer = None if opt_meta is None else _optimizer_from(path_str, opt_meta, arrays, model, meta["version"])
     return model, optimizer
 
 

@@ -1,21 +1,30 @@
 """The MLP: one flat parameter buffer, one flat gradient buffer, layers as views.
 
-Forward and backward run in the compiled core (_core.pyx); this module owns
-the buffers, checks what users pass, and keeps the workspace the core writes
-its activations into.
+Forward and backward run in the compiled core (_core.pyx), which receives the
+network as one ``_core.Network`` object (shape, offsets, buffers). This module
+owns the buffers, checks what users pass in, and keeps the workspace the step
+API's activations live in.
 """
+import contextlib
 import numbers
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
 
 import numpy as np
 
 from . import _checks, _core
+from ._checks import check_sizes, count_params  # noqa: F401 (part of this module's face)
+from .losses import get_loss
+from .optim import state_buffers_of
 
 
 class Layer:
     """One fully connected layer: views into the model's flat buffers.
 
-    ``W`` has shape (out_features, in_features) (MATH.md's W_k, PyTorch's layout),
-    ``b`` shape (out_features,); ``dW`` and ``db`` are the matching gradient views.
+    ``W`` has shape (out_features, in_features) (docs/math.md's W_k, PyTorch's
+    layout), ``b`` shape (out_features,); ``dW`` and ``db`` are the matching
+    gradient views.
     """
 
     def __init__(self, W, b, dW, db, relu):
@@ -35,108 +44,158 @@ class Layer:
         return f"Layer({self.in_features} -> {self.out_features}{act})"
 
 
-class Workspace:
-    """The buffers the core works in for batches of up to ``capacity`` rows.
+# ---------------------------------------------------------------- initialisation
 
-    acts: H_1 .. H_K and the output, back to back (MATH.md, Memory: activations);
-    scratch: dL/dH_k before its ReLU mask, (capacity, widest hidden layer);
-    xbuf/ybuf/lbuf: the gathered batch (inputs, float targets, integer labels).
+def _he(d_in, d_out, rng):
+    """He: W ~ Normal(0, 2/d_in), biases zero (docs/math.md, "Initialisation")."""
+    return rng.standard_normal((d_out, d_in)) * np.sqrt(2.0 / d_in), np.zeros(d_out)
+
+
+def _glorot(d_in, d_out, rng):
+    """Glorot-uniform as scikit-learn's MLP draws it: W and b ~ U(-a, a), a = sqrt(6/(d_in+d_out))."""
+    a = np.sqrt(6.0 / (d_in + d_out))
+    return rng.uniform(-a, a, (d_out, d_in)), rng.uniform(-a, a, d_out)
+
+
+INITS = {"he": _he, "glorot": _glorot}
+
+
+def initial_params(sizes, dtype, seed, init="he"):
+    """The flat parameter buffer, drawn layer by layer in float64 from default_rng(seed), then cast.
+
+    ``init``: "he" (the book's choice for ReLU networks), "glorot", or a callable
+    ``init(d_in, d_out, rng)`` returning W (d_out, d_in), or a pair (W, b).
     """
-
-    def __init__(self, sizes, dtype, capacity, target_cols=0, labels=False):
-        self.capacity = capacity
-        self.acts = np.empty(capacity * sum(sizes[1:]), dtype=dtype)
-        hidden = sizes[1:-1]
-        self.scratch = np.empty(capacity * max(hidden) if hidden else 0, dtype=dtype)
-        self.xbuf = np.empty(capacity * sizes[0], dtype=dtype)
-        self.ybuf = np.empty(capacity * target_cols, dtype=dtype)
-        self.lbuf = np.empty(capacity if labels else 0, dtype=np.intp)
-
-    @property
-    def nbytes(self):
-        return sum(a.nbytes for a in (self.acts, self.scratch, self.xbuf, self.ybuf, self.lbuf))
-
-
-def he_init(sizes, dtype, seed):
-    """He initialisation (MATH.md): W ~ Normal(0, 2/d_in) drawn layer by layer in
-    float64 from default_rng(seed), then cast; biases zero."""
+    if isinstance(init, str):
+        if init not in INITS:
+            raise ValueError(f"init must be one of {sorted(INITS)} or a callable, got {init!r}")
+        draw = INITS[init]
+    elif callable(init):
+        draw = init
+    else:
+        raise TypeError(f"init must be one of {sorted(INITS)} or a callable (d_in, d_out, rng) -> W, got {init!r}")
     rng = np.random.default_rng(seed)
-    chunks = []
-    for din, dout in zip(sizes[:-1], sizes[1:]):
-        W = rng.standard_normal((dout, din)) * np.sqrt(2.0 / din)
-        chunks.append(W.astype(dtype).ravel())
-        chunks.append(np.zeros(dout, dtype=dtype))
-    return np.concatenate(chunks)
+    params = np.empty(sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])), dtype=dtype)
+    off = 0
+    for k, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        drawn = draw(d_in, d_out, rng)
+        W, b = drawn if isinstance(drawn, tuple) else (drawn, np.zeros(d_out))
+        W = _checks._as_numeric_array(W, f"init's weights for layer {k}")
+        b = _checks._as_numeric_array(b, f"init's biases for layer {k}")
+        if W.shape != (d_out, d_in) or b.shape != (d_out,):
+            raise ValueError(f"init returned shapes {W.shape} and {b.shape} for layer {k}; "
+                             f"it must return W ({d_out}, {d_in}) and optionally b ({d_out},)")
+        params[off:off + d_in * d_out] = _checks.finite_array(W, dtype, f"init's weights for layer {k}").ravel()
+        off += d_in * d_out
+        params[off:off + d_out] = _checks.finite_array(b, dtype, f"init's biases for layer {k}")
+        off += d_out
+    return params
 
 
-def check_sizes(sizes):
-    try:
-        sizes = tuple(sizes)
-    except TypeError:
-        raise TypeError(f"sizes must be a sequence of layer widths, got {sizes!r}") from None
-    if len(sizes) < 2:
-        raise ValueError(f"sizes needs at least an input and an output width, got {sizes!r}")
-    for s in sizes:
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
-            raise TypeError(f"sizes must be integer layer widths, got {s!r} in {sizes!r}")
-        if s < 1:
-            raise ValueError(f"sizes must be whole numbers >= 1, got {sizes!r}")
-        if s > np.iinfo(np.int32).max:
-            raise ValueError(f"a layer width of {s} exceeds what BLAS's 32-bit sizes can index")
-    return tuple(int(s) for s in sizes)
-
+# ---------------------------------------------------------------- the model
 
 class MLP:
-    """A fully connected network: ReLU hidden layers, a linear output, He init.
+    """A fully connected network: ReLU hidden layers, a linear output.
 
     >>> model = MLP([64, 128, 128, 10], dtype=np.float32, seed=0)
 
     ``model.params`` and ``model.grads`` are flat 1-D arrays; ``model.layers[k].W``
-    and ``.b`` are views into ``params``. ``forward`` keeps what ``backward``
-    needs; ``backward`` fills ``grads`` for the last forward's batch.
+    and ``.b`` are views into ``params``. Assigning ``model.params = values``
+    copies checked values into the same buffer (the views stay valid).
+    ``forward`` keeps what ``backward`` needs; ``backward`` fills ``grads`` for
+    the last forward's batch. ``init``: "he" (default), "glorot", or a callable
+    ``(d_in, d_out, rng) -> W`` or ``(W, b)``.
+
+    A model is used by one thread at a time: a fit or step-API call while
+    another thread fits it raises RuntimeError.
     """
 
-    def __init__(self, sizes, dtype=np.float32, seed=0):
-        self.sizes = check_sizes(sizes)
-        self.dtype = _checks.model_dtype(dtype)
-        self.seed = seed
-        self._layout()
-        self.params = he_init(self.sizes, self.dtype, seed)
-        self.grads = np.zeros_like(self.params)
-        self._make_views()
-        self._ws = None          # workspace of the step-level API
+    def __init__(self, sizes, dtype=np.float32, seed=0, init="he"):
+        sizes = check_sizes(sizes)
+        dtype = _checks.model_dtype(dtype)
+        n = count_params(sizes)
+        # the buffers, plus the float64 draw of the widest layer
+        _checks.check_memory(2 * n * dtype.itemsize + 8 * max(a * b for a, b in zip(sizes[:-1], sizes[1:])),
+                             f"an MLP of sizes {list(sizes)} ({n:,} parameters)")
+        self._build(sizes, dtype, initial_params(sizes, dtype, seed, init), seed)
+
+    @classmethod
+    def from_params(cls, sizes, params, dtype=None, seed=None):
+        """A model of these sizes holding a copy of ``params`` (the flat layout of docs/math.md).
+
+        ``dtype`` defaults to params' own when it is float32 or float64; values
+        are checked finite."""
+        sizes = check_sizes(sizes)
+        arr = _checks._as_numeric_array(params, "params")
+        if dtype is None:
+            dtype = arr.dtype if arr.dtype in _checks.FLOAT_DTYPES else np.float32
+        dtype = _checks.model_dtype(dtype)
+        n = count_params(sizes)
+        if arr.shape != (n,):
+            raise ValueError(f"params has shape {arr.shape}, sizes {list(sizes)} need ({n},)")
+        model = cls.__new__(cls)
+        model._build(sizes, dtype, np.array(_checks.finite_array(arr, dtype, "params"), copy=True), seed)
+        return model
+
+    def _build(self, sizes, dtype, params, seed):
+        self.sizes, self.dtype, self.seed = sizes, dtype, seed
+        self._net = _core.Network(sizes, params, np.zeros_like(params))
+        self._ws = None          # workspace of the step API
         self._last_X = None      # the batch whose activations are stored, until backward
-        self._last_rows = 0
-
-    # ---- layout
-
-    def _layout(self):
-        sizes = self.sizes
-        self._dims = np.asarray(sizes, dtype=np.int32)
-        woff, boff, off = [], [], 0
-        for din, dout in zip(sizes[:-1], sizes[1:]):
-            woff.append(off)
-            off += din * dout
-            boff.append(off)
-            off += dout
-        self._woff = np.asarray(woff, dtype=np.intp)
-        self._boff = np.asarray(boff, dtype=np.intp)
-        self._n_params = off
-
-    def _make_views(self):
+        self._use = threading.RLock()
         self.layers = []
-        n = len(self.sizes) - 1
-        for k, (din, dout) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
-            w0, b0 = self._woff[k], self._boff[k]
-            self.layers.append(Layer(
-                self.params[w0:w0 + din * dout].reshape(dout, din), self.params[b0:b0 + dout],
-                self.grads[w0:w0 + din * dout].reshape(dout, din), self.grads[b0:b0 + dout],
-                relu=k < n - 1))
+        L = len(sizes) - 1
+        for k in range(L):
+            d_in, d_out = sizes[k], sizes[k + 1]
+            w, b = int(self._net.woff[k]), int(self._net.boff[k])
+            self.layers.append(Layer(params[w:b].reshape(d_out, d_in), params[b:b + d_out],
+                                     self.grads[w:b].reshape(d_out, d_in), self.grads[b:b + d_out],
+                                     relu=k < L - 1))
+
+    # ---- the buffers
+
+    @property
+    def params(self):
+        """All weights and biases, flat (W_0, b_0, W_1, b_1, ...; each W (out, in) row-major)."""
+        return self._net.params
+
+    @params.setter
+    def params(self, values):
+        self._assign(self._net.params, values, "params")
+
+    @property
+    def grads(self):
+        """The gradient buffer, in the layout of params."""
+        return self._net.grads
+
+    @grads.setter
+    def grads(self, values):
+        self._assign(self._net.grads, values, "grads")
+
+    def _assign(self, target, values, name):
+        arr = _checks._as_numeric_array(values, name)
+        if arr.shape != target.shape:
+            raise ValueError(f"{name} must have shape {target.shape} (the model's {self.n_params} parameters), "
+                             f"got {arr.shape}")
+        arr = _checks.finite_array(arr, self.dtype, name)
+        with self.exclusive(f"assigning {name}"):
+            target[...] = arr
+
+    @contextlib.contextmanager
+    def exclusive(self, what):
+        """Hold the model for ``what``; RuntimeError when another thread is using it."""
+        if not self._use.acquire(blocking=False):
+            raise RuntimeError(f"{what}: this model is being used by another thread (a fit or a step); "
+                               "a model is trained by one thread at a time; use model.copy() for another")
+        try:
+            yield
+        finally:
+            self._use.release()
 
     @property
     def n_params(self):
         """Number of weights and biases."""
-        return self._n_params
+        return self._net.n_params
 
     @property
     def n_inputs(self):
@@ -147,8 +206,12 @@ class MLP:
         return self.sizes[-1]
 
     def workspace(self, capacity, target_cols=0, labels=False):
-        """A fresh Workspace sized for batches of up to ``capacity`` rows."""
-        return Workspace(self.sizes, self.dtype, capacity, target_cols, labels)
+        """A fresh workspace (activations, scratch, gathered batch) for batches of up to ``capacity`` rows."""
+        return _core.Workspace(self._net, capacity, target_cols, labels)
+
+    def _output(self, ws, rows):
+        start = self._net.output_offset(rows)
+        return ws.acts[start:start + rows * self.n_outputs].reshape(rows, self.n_outputs)
 
     # ---- step-level API
 
@@ -159,14 +222,13 @@ class MLP:
             raise ValueError(f"X has {rows} rows; one forward pass takes at most {_checks.BLAS_INT_MAX} "
                              "(BLAS's 32-bit sizes): use predict(), which works in chunks")
         X = _checks.features(X, self.n_inputs, self.dtype)
-        B = X.shape[0]
-        if self._ws is None or self._ws.capacity < B:
-            self._ws = self.workspace(B)
-        _core.forward(self.params, self._dims, self._woff, self._boff, X, self._ws.acts)
-        self._last_X = X
-        self._last_rows = B
-        out_start = B * sum(self.sizes[1:-1])
-        return self._ws.acts[out_start:out_start + B * self.n_outputs].reshape(B, self.n_outputs).copy()
+        with self.exclusive("forward"):
+            B = X.shape[0]
+            if self._ws is None or self._ws.capacity < B:
+                self._ws = self.workspace(B)
+            _core.forward(self._net, X, self._ws)
+            self._last_X = X
+            return self._output(self._ws, B).copy()
 
     def backward(self, dout):
         """Fill ``grads`` with dL/dparams given dL/doutput (B, d_out) for the last forward's batch.
@@ -176,51 +238,53 @@ class MLP:
         if self._last_X is None:
             raise RuntimeError("backward needs the activations of a forward pass: call forward(X) first "
                                "(each forward allows one backward)")
-        B, C = self._last_rows, self.n_outputs
+        B, C = self._last_X.shape[0], self.n_outputs
         arr = _checks._as_numeric_array(dout, "dout")
         if arr.shape != (B, C):
             raise ValueError(f"dout must have the shape of the last forward's output {(B, C)}, got {arr.shape}")
         arr = _checks.finite_array(arr, self.dtype, "dout")
-        out_start = B * sum(self.sizes[1:-1])
-        self._ws.acts[out_start:out_start + B * C] = arr.ravel()
-        X, self._last_X = self._last_X, None
-        _core.backward(self.params, self.grads, self._dims, self._woff, self._boff, X,
-                       self._ws.acts, self._ws.scratch)
+        with self.exclusive("backward"):
+            X, self._last_X = self._last_X, None
+            self._output(self._ws, B)[...] = arr
+            _core.backward(self._net, X, self._ws)
 
     def predict(self, X, batch_size=4096):
-        """Network output for X, computed in chunks; stores nothing for backward."""
+        """Network output for X, computed in chunks; stores nothing for backward.
+
+        X may be a NumPy array, a memmap, or a SciPy sparse matrix (densified a
+        chunk at a time)."""
         batch_size = _checks.positive_int(batch_size, "batch_size")
         if batch_size > _checks.BLAS_INT_MAX:
             raise ValueError(f"batch_size must be at most {_checks.BLAS_INT_MAX} (BLAS's 32-bit sizes), got {batch_size}")
-        X = _checks.features(X, self.n_inputs, self.dtype)
-        N = X.shape[0]
+        rows = _checks.Rows(X, self.n_inputs, self.dtype)
+        N = rows.n
         cap = min(N, batch_size)
-        acts = np.empty(cap * sum(self.sizes[1:]), dtype=self.dtype)
+        ws = self.workspace(cap)
         out = np.empty((N, self.n_outputs), dtype=self.dtype)
-        for start in range(0, N, cap):
-            chunk = X[start:start + cap]
-            B = chunk.shape[0]
-            _core.forward(self.params, self._dims, self._woff, self._boff, chunk, acts)
-            out_start = B * sum(self.sizes[1:-1])
-            out[start:start + B] = acts[out_start:out_start + B * self.n_outputs].reshape(B, -1)
+        with self.exclusive("predict"):
+            for start in range(0, N, cap):
+                chunk = rows.dense(start, min(N, start + cap))
+                _core.forward(self._net, chunk, ws)
+                out[start:start + chunk.shape[0]] = self._output(ws, chunk.shape[0])
         return out
 
     # ---- memory
 
     def memory_report(self, batch_size, optimizer=None, loss=None):
-        """Exact bytes that training with ``batch_size`` allocates (MATH.md, Memory).
+        """Exact bytes that training with ``batch_size`` allocates (docs/math.md, "Memory").
 
-        Returns a dict: parameters, gradients, optimizer_state, activations (one
-        array per layer, the only term that grows with the batch), backward_scratch
-        (dL/dH before its mask, widest hidden layer), batch (gathered inputs and
+        ``optimizer``: an optimizer or a name ("sgd", "momentum", "adam",
+        "adamw", "normalized"); ``loss``: a loss or a loss name. Returns a dict:
+        parameters, gradients, optimizer_state, activations (one array per
+        layer, the only term that grows with the batch), backward_scratch (dL/dH
+        before its mask, widest hidden layer), batch (gathered inputs and
         targets), and total.
         """
-        from .losses import SoftmaxCrossEntropy
         B = _checks.positive_int(batch_size, "batch_size")
         item = self.dtype.itemsize
-        n_state = 0 if optimizer is None else optimizer.n_state_buffers
+        n_state = 0 if optimizer is None else state_buffers_of(optimizer)
         hidden = self.sizes[1:-1]
-        if isinstance(loss, SoftmaxCrossEntropy):
+        if loss is not None and get_loss(loss).uses_labels:
             targets = B * np.dtype(np.intp).itemsize
         else:
             targets = B * self.n_outputs * item
@@ -235,49 +299,104 @@ class MLP:
         report["total"] = sum(report.values())
         return report
 
-    # ---- weights that travel (fastfit.interop, fastfit.io)
+    # ---- weights that travel: PyTorch's nn.Sequential(Linear, ReLU, ..., Linear) keys
 
     def state_dict(self):
-        """Weights in PyTorch's nn.Sequential(Linear, ReLU, ..., Linear) convention ("0.weight", ...); NumPy copies."""
-        from .interop import state_dict
-        return state_dict(self)
+        """Weights in PyTorch's nn.Sequential(Linear, ReLU, ..., Linear) convention
+        ("0.weight", "0.bias", "2.weight", ...); NumPy copies, W (out, in)."""
+        sd = OrderedDict()
+        for layer, (wk, bk) in zip(self.layers, sequential_keys(len(self.layers))):
+            sd[wk] = layer.W.copy()
+            sd[bk] = layer.b.copy()
+        return sd
 
     def load_state_dict(self, state_dict):
-        """Load weights in that convention (NumPy arrays or torch tensors), checked; returns self."""
-        from .interop import load_state_dict
-        return load_state_dict(self, state_dict)
+        """Load weights in that convention (NumPy arrays or torch tensors), checked; returns self.
 
-    def save(self, path, optimizer=None):
-        """fastfit.save(self, path, optimizer)."""
-        from .io import save
-        save(self, path, optimizer=optimizer)
+        Every key must be present and no other; every shape must match; values
+        are cast to the model's dtype and must be finite. Nothing is written
+        unless everything checks."""
+        sd = check_mapping(state_dict)
+        keys = sequential_keys(len(self.layers))
+        msg = key_mismatch_message([k for pair in keys for k in pair], list(sd.keys()), f"{self!r}")
+        if msg:
+            raise ValueError(msg)
+        staged = []
+        for k, (layer, (wk, bk)) in enumerate(zip(self.layers, keys)):
+            for key, target in ((wk, layer.W), (bk, layer.b)):
+                arr = as_array(sd[key], f"state_dict[{key!r}]")
+                if arr.shape != target.shape:
+                    hint = ""
+                    if arr.shape == target.shape[::-1] and arr.ndim == 2:
+                        hint = (" (it looks transposed: PyTorch and fastfit store weights as (out, in); "
+                                "for scikit-learn's (in, out) coefs_ use fastfit.interop.from_sklearn)")
+                    raise ValueError(f"state_dict[{key!r}] has shape {arr.shape}, but layer {k} of {self!r} "
+                                     f"needs {target.shape}{hint}")
+                staged.append((target, _checks.finite_array(arr, self.dtype, f"state_dict[{key!r}]")))
+        with self.exclusive("load_state_dict"):
+            for target, arr in staged:
+                target[...] = arr
+        return self
 
     # ---- copying and pickling
 
     def copy(self):
         """An independent model with the same sizes, dtype and parameters."""
-        other = MLP.__new__(MLP)
-        other.__setstate__(self.__getstate__())
-        return other
+        return MLP.from_params(self.sizes, self.params, self.dtype, self.seed)
 
     def __getstate__(self):
-        return {"sizes": self.sizes, "dtype": self.dtype.str, "seed": self.seed,
-                "params": self.params.copy()}
+        return {"sizes": self.sizes, "dtype": self.dtype.str, "seed": self.seed, "params": self.params.copy()}
 
     def __setstate__(self, state):
-        self.sizes = check_sizes(state["sizes"])
-        self.dtype = _checks.model_dtype(state["dtype"])
-        self.seed = state.get("seed")
-        self._layout()
-        params = np.ascontiguousarray(state["params"], dtype=self.dtype)
-        if params.shape != (self._n_params,):
-            raise ValueError(f"params has shape {params.shape}, sizes {self.sizes} need ({self._n_params},)")
-        self.params = params.copy()
-        self.grads = np.zeros_like(self.params)
-        self._make_views()
-        self._ws = None
-        self._last_X = None
-        self._last_rows = 0
+        other = MLP.from_params(state["sizes"], state["params"], state["dtype"], state.get("seed"))
+        self.__dict__.update(other.__dict__)
 
     def __repr__(self):
         return f"MLP(sizes={list(self.sizes)}, dtype={self.dtype.name}, n_params={self.n_params})"
+
+
+# ---------------------------------------------------------------- PyTorch's state_dict keys
+
+def sequential_keys(n_layers):
+    """The nn.Sequential keys of layer k: ('{2k}.weight', '{2k}.bias') (the ReLUs take the odd indices)."""
+    return [(f"{2 * k}.weight", f"{2 * k}.bias") for k in range(n_layers)]
+
+
+def as_array(value, name):
+    """A NumPy view or copy of an array-like or a torch tensor (detached, moved to the CPU)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch
+        t = value.detach().cpu()
+        try:
+            value = np.asarray(t)
+        except (TypeError, RuntimeError):  # dtypes NumPy lacks (bfloat16, ...)
+            value = np.asarray(t.double())
+    return _checks._as_numeric_array(value, name)
+
+
+def check_mapping(state_dict):
+    if not isinstance(state_dict, Mapping) and not (hasattr(state_dict, "keys") and hasattr(state_dict, "__getitem__")):
+        raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
+    return state_dict
+
+
+def key_mismatch_message(expected, given, what):
+    """None when the keys match; else a message listing missing and unexpected keys, with a hint."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    if not missing and not unexpected:
+        return None
+    parts = [f"state_dict does not match {what}"]
+    if missing:
+        parts.append(f"missing keys {missing}")
+    if unexpected:
+        parts.append(f"unexpected keys {unexpected}")
+    msg = "; ".join(parts) + "."
+    prefixes = {k.split(".", 1)[0] for k in unexpected if "." in k and not k.split(".", 1)[0].isdigit()}
+    if unexpected and len(prefixes) == 1 and all("." in k for k in unexpected):
+        p = prefixes.pop()
+        msg += (f" The keys carry a prefix {p + '.'!r} (a Sequential inside another module?): "
+                f"pass {{k[{len(p) + 1}:]: v for k, v in sd.items() if k.startswith({p + '.'!r})}}.")
+    else:
+        msg += (" fastfit's keys are those of nn.Sequential(Linear, ReLU, Linear, ReLU, ..., Linear): "
+                "'0.weight', '0.bias', '2.weight', '2.bias', ...")
+    return msg

@@ -1,31 +1,35 @@
-"""Optimizers in the seed's form (MATH.md, Optimizers), updating the flat buffer in place.
+"""Optimizers in the book's form (docs/math.md, "Optimizers"), updating the flat buffer in place.
 
-Every optimizer's update is one fused compiled loop over the whole parameter
-buffer, whatever the depth of the network; its state (momentum, Adam's m and
-v) is one flat buffer each. ``lr`` is a float or a schedule: any callable of
-the step number t (the number of steps taken before this one); see schedules.py.
+An optimizer holds hyper-parameters, a step count ``t`` and state buffers
+(momentum's ``m``; Adam's ``m`` and ``v``), each one flat buffer the size of
+the model's parameters. Its whole state goes out and comes back through
+``state_dict()`` / ``load_state_dict()``, which saving, loading and the
+distributed fit use. The arithmetic is the compiled core's (csrc/update_impl.h).
+``lr`` is a float or a schedule: any callable of the step number t (the number
+of steps taken before this one); see schedules.py.
 """
 import math
+import numbers
+import weakref
 
 import numpy as np
 
 from . import _checks, _core
-from .schedules import ConstantLR, CosineWithWarmup, ExponentialDecay, StepDecay  # noqa: F401 (re-exported)
 
 
 class Optimizer:
     """Common machinery: the learning rate, the step count, state bound to one model."""
 
-    kind = None
-    #: how many parameter-sized state buffers the optimizer keeps
-    n_state_buffers = 0
+    #: the names of the state buffers this optimizer keeps (each the size of the parameters)
+    state_names = ()
 
-    def __init__(self, lr):
+    def __init__(self, lr, weight_decay=0.0):
         self.lr = _checks.learning_rate(lr)
+        self.weight_decay = _checks.non_negative_float(weight_decay, "weight_decay")
         self.t = 0
-        self._m = None
-        self._v = None
-        self._bound = None  # (n_params, dtype) of the model the state belongs to
+        self._state = {}
+        self._bound = None       # (sizes, dtype) of the model the state belongs to
+        self._model = None       # a weak reference to that model
 
     # ---- learning rate
 
@@ -33,7 +37,10 @@ class Optimizer:
         """The learning rate of step t (a float); a schedule's value is checked."""
         if not callable(self.lr):
             return self.lr
-        value = self.lr(t)
+        try:
+            value = self.lr(t)
+        except (ArithmeticError, ValueError, TypeError) as exc:
+            raise type(exc)(f"lr schedule failed at step {t}: {exc}") from exc
         try:
             value = float(value)
         except (TypeError, ValueError):
@@ -42,45 +49,140 @@ class Optimizer:
             raise ValueError(f"lr schedule returned {value!r} at step {t}: a learning rate must be finite and >= 0")
         return value
 
-    def lrs(self, t0, n):
-        """Learning rates of steps t0 .. t0+n (n+1 values: the last is the look-ahead's).
+    def rates(self, t0, n):
+        """Learning rates of steps t0 .. t0+n (n+1 values: the last is Nesterov's look-ahead
+        rate), and how many of the n steps can run.
 
-        Step t0+n runs in a later call, if at all: only look-ahead methods (Nesterov)
-        evaluate the schedule there now; the others repeat step t0+n-1's value, unused.
-        """
+        A schedule that fails at some step gives the steps before it: returns
+        (rates, runnable, error) with error the exception (None when all n can run).
+        Only look-ahead methods evaluate step t0+n now; the others repeat the
+        last value there, unused."""
         if not callable(self.lr):
-            return np.full(n + 1, self.lr_at(t0), dtype=np.float64)  # lr_at: a convention may rescale
-        upto = n + 1 if n == 0 or self._needs_next_lr() else n
-        values = [self.lr_at(t0 + s) for s in range(upto)]
-        return np.array(values + values[-1:] * (n + 1 - upto), dtype=np.float64)
+            return np.full(n + 1, self.lr_at(t0), dtype=np.float64), n, None
+        needs_next = self._needs_next_lr()
+        values, error = [], None
+        for s in range(n + 1 if needs_next else n):
+            try:
+                values.append(self.lr_at(t0 + s))
+            except (ArithmeticError, ValueError, TypeError) as exc:
+                error = exc
+                break
+        runnable = min(n, len(values) - 1 if needs_next else len(values))
+        values += values[-1:] * (n + 1 - len(values)) if values else [0.0] * (n + 1)
+        return np.array(values, dtype=np.float64), max(runnable, 0), error
 
     # ---- state
 
     def bind(self, model):
-        """Allocate the state for this model on first use; refuse a different model later."""
-        key = (model.n_params, model.dtype)
+        """Allocate the state for this model on first use; refuse another model later."""
+        key = (tuple(model.sizes), model.dtype)
         if self._bound is None:
+            self._state = {name: np.zeros(model.n_params, dtype=model.dtype) for name in self.state_names}
             self._bound = key
-            if self.n_state_buffers >= 1:
-                self._m = np.zeros(model.n_params, dtype=model.dtype)
-            if self.n_state_buffers >= 2:
-                self._v = np.zeros(model.n_params, dtype=model.dtype)
-        elif self._bound != key:
-            raise ValueError(f"this optimizer holds state for a model of {self._bound[0]} {self._bound[1]} "
-                             f"parameters; it cannot step a model of {key[0]} {key[1]} parameters "
+            self._model = weakref.ref(model)
+            return
+        bound_to = self._model() if self._model is not None else None
+        if self._bound != key or (bound_to is not None and bound_to is not model):
+            what = f"a {self._bound[1]} model of sizes {list(self._bound[0])}"
+            raise ValueError(f"this optimizer holds state for {what}; it cannot step "
+                             f"{'another model' if self._bound == key else f'a {key[1]} model of sizes {list(key[0])}'} "
                              "(use a new optimizer, or reset() this one)")
+        self._model = weakref.ref(model)
 
     def reset(self):
         """Forget the state and the step count."""
         self.t = 0
-        self._m = self._v = None
+        self._state = {}
         self._bound = None
+        self._model = None
 
     def state_buffers(self):
-        """The state as the core takes it: (m, v), empty arrays where unused."""
-        empty = np.empty(0, dtype=self._bound[1]) if self._bound else np.empty(0)
-        return (self._m if self._m is not None else empty,
-                self._v if self._v is not None else empty)
+        """The state buffers by name (views: the optimizer's own arrays), empty before binding."""
+        return dict(self._state)
+
+    def rule(self, n_threads=1):
+        """The compiled core's form of this optimizer (after bind)."""
+        empty = np.empty(0, dtype=self._bound[1])
+        m = self._state.get("m", empty)
+        v = self._state.get("v", empty)
+        return _core.UpdateRule(self.kind, m, v, n_threads=n_threads, weight_decay=self.weight_decay,
+                                **self._core_hyper())
+
+    def _core_hyper(self):
+        return {}
+
+    # ---- explicit state: what saving, loading and the distributed fit use
+
+    def hyper_parameters(self):
+        """The constructor's arguments that rebuild this optimizer (lr may be a schedule)."""
+        raise NotImplementedError
+
+    def state_dict(self):
+        """Everything the optimizer holds: {"type", "hyper", "t", "bound", "buffers", "lookahead"}.
+
+        ``buffers`` are copies; ``bound`` is None or {"sizes", "dtype"} of the model
+        the state belongs to; ``lookahead`` is Nesterov's (True when the model
+        holds the look-ahead point psi)."""
+        bound = None if self._bound is None else {"sizes": list(self._bound[0]), "dtype": self._bound[1].name}
+        return {"type": type(self).__name__, "hyper": self.hyper_parameters(), "t": self.t,
+                "bound": bound, "buffers": {k: v.copy() for k, v in self._state.items()},
+                "lookahead": bool(getattr(self, "_lookahead", True))}
+
+    def load_state_dict(self, state):
+        """Take the state of ``state_dict()`` (from this class), checked; nothing changes unless it all checks.
+
+        The hyper-parameters go through the constructor's checks; ``t`` must be
+        a whole number below 2^53; the buffers must be exactly this class's,
+        finite, and shaped for the bound model. The optimizer binds to the next
+        model of those sizes and dtype that it steps."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict from state_dict(), got {type(state).__name__}")
+        unknown = set(state) - {"type", "hyper", "t", "bound", "buffers", "lookahead"}
+        if unknown:
+            raise ValueError(f"state has unknown entries {sorted(unknown)}")
+        if state.get("type", type(self).__name__) != type(self).__name__:
+            raise ValueError(f"state is a {state.get('type')!r} optimizer's; this is a {type(self).__name__}")
+        hyper = state.get("hyper", self.hyper_parameters())
+        if not isinstance(hyper, dict):
+            raise TypeError("state['hyper'] must be a dict of the constructor's arguments")
+        try:
+            fresh = type(self)(**hyper)
+        except TypeError as exc:
+            raise TypeError(f"state['hyper'] does not fit {type(self).__name__}: {exc}") from None
+        t = state.get("t", 0)
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Integral) or not 0 <= t < 2 ** 53:
+            raise ValueError(f"state['t'] must be a whole number of steps in [0, 2^53), got {t!r}")
+        bound, buffers = state.get("bound"), state.get("buffers", {})
+        if not isinstance(buffers, dict):
+            raise TypeError("state['buffers'] must be a dict of arrays")
+        if bound is None:
+            if buffers:
+                raise ValueError(f"state has buffers {sorted(buffers)} but no model they belong to ('bound')")
+            key, arrays = None, {}
+        else:
+            key = _check_bound(bound)
+            if set(buffers) != set(fresh.state_names):
+                raise ValueError(f"state['buffers'] must hold exactly {sorted(fresh.state_names)} for this "
+                                 f"{type(self).__name__}, got {sorted(buffers)}")
+            n = _checks.count_params(key[0])
+            arrays = {}
+            for name, value in buffers.items():
+                arr = _checks._as_numeric_array(value, f"state['buffers'][{name!r}]")
+                if arr.shape != (n,):
+                    raise ValueError(f"state['buffers'][{name!r}] has shape {arr.shape}; a model of sizes "
+                                     f"{list(key[0])} needs ({n},)")
+                arr = np.array(_checks.finite_array(arr, key[1], f"state['buffers'][{name!r}]"), copy=True)
+                if name == "v" and arr.size and arr.min() < 0:
+                    raise ValueError("state['buffers']['v'] holds negative values: Adam's second moment is never negative")
+                arrays[name] = arr
+        lookahead = state.get("lookahead", True)
+        if not isinstance(lookahead, (bool, np.bool_)):
+            raise TypeError(f"state['lookahead'] must be a bool, got {lookahead!r}")
+        self.__dict__.update(fresh.__dict__)
+        self.t, self._state, self._bound, self._model = int(t), arrays, key, None
+        if hasattr(self, "_lookahead"):
+            self._lookahead = bool(lookahead)
+        return self
 
     # ---- hooks for look-ahead methods (Nesterov); plain optimizers need none
 
@@ -91,23 +193,17 @@ class Optimizer:
     def finalize(self, model):
         """Put model.params at the point of the trajectory (phi)."""
 
-    # ---- the core's view of the hyper-parameters
-
-    def core_args(self):
-        """(beta1, beta2, eps) for the compiled update."""
-        return 0.0, 0.0, 0.0
-
     def step(self, model):
         """One update of model.params from model.grads, in place."""
         # the schedule first: a failing one must not leave a fresh optimizer bound to the model
         lr, lr_next = self.lr_at(self.t), self.lr_at(self.t + 1) if self._needs_next_lr() else 0.0
-        self.bind(model)
-        self._check_ready()
-        m, v = self.state_buffers()
-        b1, b2, eps = self.core_args()
-        _core.optimizer_step(self.kind, model.params, model.grads, m, v, lr, lr_next,
-                             b1, b2, eps, self.t, 1)
-        self.t += 1
+        with model.exclusive("step"):
+            self.bind(model)
+            self._check_ready()
+            if _core.update(model._net, self.rule(), lr, lr_next, self.t, 0.0):
+                raise FloatingPointError(f"step {self.t + 1}: the update made parameters infinite or NaN; "
+                                         f"the learning rate ({self.lr!r}) is probably too large")
+            self.t += 1
 
     def _check_ready(self):
         pass
@@ -116,43 +212,55 @@ class Optimizer:
         return False
 
     def __getstate__(self):
-        return dict(self.__dict__)
+        state = dict(self.__dict__)
+        state["_model"] = None  # a weak reference does not pickle; it binds again on first use
+        return state
 
-    def __setstate__(self, state):
-        self.__dict__.update(state)
+
+def _check_bound(bound):
+    if not isinstance(bound, dict) or set(bound) != {"sizes", "dtype"}:
+        raise ValueError("state['bound'] must be None or {'sizes': [...], 'dtype': ...}")
+    return _checks.check_sizes(bound["sizes"]), _checks.model_dtype(bound["dtype"])
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent, with the seed's momentum or Nesterov momentum.
+    """Stochastic gradient descent, with the book's momentum or Nesterov momentum.
 
     momentum = 0:  phi <- phi - lr * g
     momentum = beta: m <- beta*m + (1-beta)*g;  phi <- phi - lr*m
     nesterov: the same, with g taken at phi - lr*beta*m. The model's parameters
-    hold that look-ahead point psi between steps (MATH.md); ``finalize`` (which
-    ``fit`` calls at its end) moves them back to phi, ``prepare`` forward again.
-    Full-batch SGD is gradient descent.
+    hold that look-ahead point psi between steps (docs/math.md); ``finalize``
+    (which ``fit`` calls at its end) moves them back to phi, ``prepare`` forward
+    again. Full-batch SGD is gradient descent. ``weight_decay``: g <- g + wd*p
+    before the rule (PyTorch's meaning).
 
     ``convention="torch"`` takes ``lr`` and ``momentum`` as torch.optim.SGD does
     (dampening 0): b <- beta*b + g (the first step b = g), phi <- phi - lr*b.
-    That is the seed's rule with lr/(1-beta) and m = (1-beta)*b (MATH.md,
+    That is the book's rule with lr/(1-beta) and m = (1-beta)*b (docs/math.md,
     "Matching other libraries"), which is how it runs; Nesterov alike.
     """
 
-    CONVENTIONS = ("seed", "torch")
+    CONVENTIONS = ("book", "seed", "torch")
 
-    def __init__(self, lr, momentum=0.0, nesterov=False, convention="seed"):
-        super().__init__(lr)
+    def __init__(self, lr, momentum=0.0, nesterov=False, convention="book", weight_decay=0.0):
+        super().__init__(lr, weight_decay)
         self.momentum = _checks.unit_interval(momentum, "momentum")
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
         if convention not in self.CONVENTIONS:
             raise ValueError(f"convention must be one of {self.CONVENTIONS}, got {convention!r}")
-        self.convention = convention
+        self.convention = "book" if convention == "seed" else convention
         self._lookahead = True  # Nesterov: params hold psi (true for a fresh optimizer: psi_0 = phi_0)
 
+    def hyper_parameters(self):
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "convention": self.convention, "weight_decay": self.weight_decay}
+
     def lr_at(self, t):
-        """The seed-form learning rate of step t (torch's lr / (1 - momentum) under convention="torch")."""
+        """The book-form learning rate of step t (torch's lr / (1 - momentum) under convention="torch")."""
         value = super().lr_at(t)
         if self.convention == "torch" and self.momentum > 0:
             return value / (1.0 - self.momentum)
@@ -165,11 +273,11 @@ class SGD(Optimizer):
         return _core.OPT_MOMENTUM if self.momentum > 0 else _core.OPT_SGD
 
     @property
-    def n_state_buffers(self):
-        return 1 if self.momentum > 0 else 0
+    def state_names(self):
+        return ("m",) if self.momentum > 0 else ()
 
-    def core_args(self):
-        return self.momentum, 0.0, 0.0
+    def _core_hyper(self):
+        return {"beta1": self.momentum}
 
     def _needs_next_lr(self):
         return self.nesterov
@@ -178,17 +286,17 @@ class SGD(Optimizer):
         self.bind(model)
         if self.nesterov and not self._lookahead:
             # psi_t = phi_t - lr_t * beta * m_t
-            model.params -= (self.lr_at(self.t) * self.momentum) * self._m
+            model.params -= (self.lr_at(self.t) * self.momentum) * self._state["m"]
             self._lookahead = True
 
     def finalize(self, model):
-        if self.nesterov and self._lookahead and self._m is not None:
+        if self.nesterov and self._lookahead and "m" in self._state:
             # phi_t = psi_t + lr_t * beta * m_t
-            model.params += (self.lr_at(self.t) * self.momentum) * self._m
+            model.params += (self.lr_at(self.t) * self.momentum) * self._state["m"]
             self._lookahead = False
 
     def _check_ready(self):
-        if self.nesterov and not self._lookahead and self._m.any():
+        if self.nesterov and not self._lookahead and self._state["m"].any():
             raise RuntimeError("Nesterov momentum: the model holds the trajectory point phi (after finalize or "
                                "fit), but the gradient must be taken at the look-ahead point: call "
                                "optimizer.prepare(model), then recompute the gradient, then step()")
@@ -198,27 +306,31 @@ class SGD(Optimizer):
         self._lookahead = True
 
     def __repr__(self):
-        conv = f", convention={self.convention!r}" if self.convention != "seed" else ""
-        return f"SGD(lr={self.lr!r}, momentum={self.momentum!r}, nesterov={self.nesterov!r}{conv})"
+        conv = f", convention={self.convention!r}" if self.convention != "book" else ""
+        wd = f", weight_decay={self.weight_decay!r}" if self.weight_decay else ""
+        return f"SGD(lr={self.lr!r}, momentum={self.momentum!r}, nesterov={self.nesterov!r}{conv}{wd})"
 
 
 class Adam(Optimizer):
-    """Adam with bias correction (MATH.md): torch.optim.Adam's rule, step for step.
+    """Adam with bias correction (docs/math.md): torch.optim.Adam's rule, step for step.
 
-    ``convention="keras"`` (alias ``"sklearn"``) places epsilon as Keras and
-    scikit-learn do, ``lr*sqrt(1-beta2^t)/(1-beta1^t) * m/(sqrt(v)+eps)``: the
-    seed's rule with eps replaced by eps/sqrt(1-beta2^t) (MATH.md).
-    ``"torch"`` is the seed's form.
+    ``weight_decay``: g <- g + wd*p before the rule (torch.optim.Adam's meaning;
+    see AdamW for the decoupled form). ``convention="keras"`` (alias
+    ``"sklearn"``) places epsilon as Keras and scikit-learn do,
+    ``lr*sqrt(1-beta2^t)/(1-beta1^t) * m/(sqrt(v)+eps)``: the book's rule with
+    eps replaced by eps/sqrt(1-beta2^t) (docs/math.md). ``"torch"`` is the book's form.
     """
 
-    n_state_buffers = 2
-    CONVENTIONS = ("seed", "torch", "keras", "sklearn")
+    state_names = ("m", "v")
+    CONVENTIONS = ("book", "seed", "torch", "keras", "sklearn")
+    kind = _core.OPT_ADAM
+    _decoupled = False
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, convention="seed"):
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, convention="book", weight_decay=0.0):
         if convention not in self.CONVENTIONS:
             raise ValueError(f"convention must be one of {self.CONVENTIONS}, got {convention!r}")
-        self.convention = convention
-        super().__init__(lr)
+        self.convention = "book" if convention == "seed" else convention
+        super().__init__(lr, weight_decay)
         try:
             b1, b2 = betas
         except TypeError:
@@ -228,20 +340,33 @@ class Adam(Optimizer):
         self.betas = (_checks.unit_interval(b1, "betas[0]"), _checks.unit_interval(b2, "betas[1]"))
         self.eps = _checks.positive_float(eps, "eps")
 
-    @property
-    def kind(self):
-        return _core.OPT_ADAM_EPS_HAT if self.convention in ("keras", "sklearn") else _core.OPT_ADAM
+    def hyper_parameters(self):
+        return {"lr": self.lr, "betas": self.betas, "eps": self.eps, "convention": self.convention,
+                "weight_decay": self.weight_decay}
 
-    def core_args(self):
-        return self.betas[0], self.betas[1], self.eps
+    def _core_hyper(self):
+        return {"beta1": self.betas[0], "beta2": self.betas[1], "eps": self.eps,
+                "eps_hat": self.convention in ("keras", "sklearn"), "decoupled": self._decoupled}
 
     def __repr__(self):
-        conv = f", convention={self.convention!r}" if self.convention != "seed" else ""
-        return f"Adam(lr={self.lr!r}, betas={self.betas!r}, eps={self.eps!r}{conv})"
+        conv = f", convention={self.convention!r}" if self.convention != "book" else ""
+        wd = f", weight_decay={self.weight_decay!r}" if self.weight_decay or self._decoupled else ""
+        return f"{type(self).__name__}(lr={self.lr!r}, betas={self.betas!r}, eps={self.eps!r}{conv}{wd})"
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (torch.optim.AdamW's rule): each step first
+    shrinks the parameters, p <- p * (1 - lr * weight_decay), then takes Adam's step
+    from the gradient alone. Default weight_decay 0.01, as PyTorch's."""
+
+    _decoupled = True
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, convention="book", weight_decay=1e-2):
+        super().__init__(lr, betas, eps, convention, weight_decay)
 
 
 class NormalizedGD(Optimizer):
-    """The seed's normalized gradient: phi <- phi - lr * g / (sqrt(g*g) + eps)."""
+    """The book's normalized gradient: phi <- phi - lr * g / (sqrt(g*g) + eps)."""
 
     kind = _core.OPT_NORMALIZED
 
@@ -249,11 +374,42 @@ class NormalizedGD(Optimizer):
         super().__init__(lr)
         self.eps = _checks.positive_float(eps, "eps")
 
-    def core_args(self):
-        return 0.0, 0.0, self.eps
+    def hyper_parameters(self):
+        return {"lr": self.lr, "eps": self.eps}
+
+    def _core_hyper(self):
+        return {"eps": self.eps}
 
     def __repr__(self):
         return f"NormalizedGD(lr={self.lr!r}, eps={self.eps!r})"
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "normalized": NormalizedGD}
+#: The optimizer classes by name, for files and for names users pass.
+OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, NormalizedGD)}
+
+
+def from_state_dict(state):
+    """A new optimizer of the class ``state["type"]`` names, holding that state (checked)."""
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict from state_dict(), got {type(state).__name__}")
+    cls = OPTIMIZERS.get(state.get("type"))
+    if cls is None:
+        raise ValueError(f"unknown optimizer type {state.get('type')!r}; expected one of {sorted(OPTIMIZERS)}")
+    hyper = state.get("hyper")
+    if not isinstance(hyper, dict) or "lr" not in hyper:
+        raise ValueError("state['hyper'] must be a dict holding at least 'lr'")
+    try:
+        optimizer = cls(**hyper)
+    except TypeError as exc:
+        raise TypeError(f"state['hyper'] does not fit {cls.__name__}: {exc}") from None
+    return optimizer.load_state_dict(state)
+
+
+def state_buffers_of(optimizer):
+    """How many parameter-sized state buffers an optimizer (or an optimizer's name) keeps."""
+    if isinstance(optimizer, Optimizer):
+        return len(optimizer.state_names)
+    names = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2, "adamw": 2, "normalized": 0, "normalizedgd": 0}
+    if isinstance(optimizer, str) and optimizer.lower() in names:
+        return names[optimizer.lower()]
+    raise TypeError(f"optimizer must be a fastfit optimizer or one of {sorted(names)}, got {optimizer!r}")

@@ -11,6 +11,7 @@
 import numpy as np
 
 from . import _checks
+from .network import MLP
 
 
 def _pyplot():
@@ -45,14 +46,10 @@ def plot_history(history, ax=None):
     return ax
 
 
-class _Point:
-    """A 2-D 'model': what fastfit's optimizers need (params, grads, n_params, dtype)."""
-
-    def __init__(self, start):
-        self.params = np.array(start, dtype=np.float64)
-        self.grads = np.zeros_like(self.params)
-        self.n_params = self.params.size
-        self.dtype = self.params.dtype
+def _point(start):
+    """A point in the plane as a model fastfit's optimizers step: the 1-1 MLP has two
+    parameters (one weight, one bias), which hold the point's coordinates."""
+    return MLP.from_params([1, 1], np.asarray(start, dtype=np.float64))
 
 
 def optimizer_paths(grad, start, optimizers, steps=100, noise=0.0, seed=0):
@@ -66,7 +63,7 @@ def optimizer_paths(grad, start, optimizers, steps=100, noise=0.0, seed=0):
     rng = np.random.default_rng(seed)
     paths = {}
     for name, opt in optimizers.items():
-        point = _Point(start)
+        point = _point(start)
         opt.prepare(point)
         trail = [np.array(start, dtype=np.float64)]
         for _ in range(steps):

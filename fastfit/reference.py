@@ -1,6 +1,6 @@
-"""Pure-NumPy reference implementation of /work/shared/MATH.md (the oracle).
+"""Pure-NumPy reference implementation of docs/math.md (the oracle).
 
-Every formula of MATH.md is written out here literally, one line of code per
+Every formula of docs/math.md is written out here literally, one line of code per
 line of mathematics where possible: loops over layers, no fused kernels, no
 in-place tricks beyond writing results into the flat parameter/gradient
 buffers. The compiled core is checked against this module; this module is
@@ -19,7 +19,7 @@ from .schedules import ConstantLR, CosineWithWarmup, ExponentialDecay, StepDecay
 __all__ = [
     "MLP",
     "SquaredError", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
-    "SGD", "Adam", "NormalizedGD",
+    "SGD", "Adam", "AdamW", "NormalizedGD",
     "ConstantLR", "StepDecay", "ExponentialDecay", "CosineWithWarmup",
     "fit",
 ]
@@ -54,7 +54,7 @@ class MLP:
     row-major, shape (sizes[k+1], sizes[k])); ``grads`` has the same layout.
     """
 
-    def __init__(self, sizes, dtype=np.float32, seed=0):
+    def __init__(self, sizes, dtype=np.float32, seed=0, init="he"):
         sizes = tuple(sizes)
         if len(sizes) < 2:
             raise ValueError(f"sizes must have at least 2 entries (input and output), got {sizes!r}")
@@ -83,12 +83,19 @@ class MLP:
             self.layers.append(Layer(W, b, dW, db))
         assert offset == self.n_params
 
-        # He initialisation: W ~ Normal(0, 2 / d_in), b = 0 (MATH.md "Initialisation").
+        # docs/math.md, "Initialisation": drawn in float64, layer by layer, W then b.
         rng = np.random.default_rng(seed)
         for layer in self.layers:
             dout, din = layer.W.shape
-            layer.W[...] = rng.standard_normal((dout, din)) * np.sqrt(2.0 / din)
-            layer.b[...] = 0
+            if init == "he":                                # W ~ Normal(0, 2 / d_in), b = 0
+                layer.W[...] = rng.standard_normal((dout, din)) * np.sqrt(2.0 / din)
+                layer.b[...] = 0
+            elif init == "glorot":                          # W, b ~ U(-a, a), a = sqrt(6 / (d_in + d_out))
+                a = np.sqrt(6.0 / (din + dout))
+                layer.W[...] = rng.uniform(-a, a, (dout, din))
+                layer.b[...] = rng.uniform(-a, a, dout)
+            else:
+                raise ValueError(f"init must be 'he' or 'glorot', got {init!r}")
 
         self._H = None  # H_0 .. H_K of the last forward pass
 
@@ -184,8 +191,9 @@ class SquaredError:
     """l_i = sum_j (f_ij - y_ij)^2; gradient 2 (f - y).
     "mean" divides by B*C (every element), as torch's MSELoss does."""
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction="mean", l2=0.0):
         self.reduction = _check_reduction(reduction)
+        self.l2 = float(l2)  # the L2 penalty's coefficient (docs/math.md, "Regularisation"); fit applies it
 
     def value_and_grad(self, out, y):
         out = _as_2d_output(out)
@@ -207,8 +215,9 @@ class SoftmaxCrossEntropy:
     """Integer labels y_i in [0, C): l_i = logsumexp(f_i) - f_i[y_i];
     gradient softmax(f_i) - onehot(y_i). "mean" divides by B."""
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction="mean", l2=0.0):
         self.reduction = _check_reduction(reduction)
+        self.l2 = float(l2)  # the L2 penalty's coefficient (docs/math.md, "Regularisation"); fit applies it
 
     def value_and_grad(self, out, y):
         out = _as_2d_output(out)
@@ -253,8 +262,9 @@ class BinaryCrossEntropy:
     l = max(f, 0) - f*y + log(1 + exp(-|f|)); gradient sigmoid(f) - y.
     "mean" divides by B*C (every element), as torch's BCEWithLogitsLoss does."""
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction="mean", l2=0.0):
         self.reduction = _check_reduction(reduction)
+        self.l2 = float(l2)  # the L2 penalty's coefficient (docs/math.md, "Regularisation"); fit applies it
 
     def value_and_grad(self, out, y):
         out = _as_2d_output(out)
@@ -305,12 +315,23 @@ def _check_eps(eps):
     return eps
 
 
-class Optimizer:
-    """Common part: learning rate (float or schedule t -> float) and step count t."""
+def _flushed(x):
+    """x with its subnormal entries set to zero (docs/math.md, "Subnormal numbers")."""
+    x[np.abs(x) < np.finfo(x.dtype).tiny] = 0
+    return x
 
-    def __init__(self, lr):
+
+class Optimizer:
+    """Common part: learning rate (float or schedule t -> float), step count t, weight decay."""
+
+    def __init__(self, lr, weight_decay=0.0):
         self.lr = _check_lr(lr)
+        self.weight_decay = float(weight_decay)
         self.t = 0  # steps taken so far
+
+    def _gradient(self, model):
+        """g, with weight decay (PyTorch's meaning): g + wd * params."""
+        return model.grads + self.weight_decay * model.params
 
     def lr_at(self, t):
         """alpha_t: the learning rate of step t (t counted from 0)."""
@@ -340,8 +361,8 @@ class SGD(Optimizer):
                      model.params holds psi_t between steps, phi after finalize().
     """
 
-    def __init__(self, lr, momentum=0.0, nesterov=False):
-        super().__init__(lr)
+    def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
         self.momentum = _check_unit_interval("momentum", momentum)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
@@ -375,7 +396,7 @@ class SGD(Optimizer):
 
     # The step ---------------------------------------------------------------
     def step(self, model):
-        g = model.grads
+        g = self._gradient(model)
         lr = self.lr_at(self.t)
         beta = self.momentum
         if self.nesterov:
@@ -385,7 +406,7 @@ class SGD(Optimizer):
                     "Nesterov step() after finalize(): model.params are at phi, not at the "
                     "look-ahead point, so the gradient was taken at the wrong point; call "
                     "prepare(model) and recompute the gradient before step()")
-            self.m = beta * self.m + (1 - beta) * g           # m_{t+1} (g taken at psi_t)
+            self.m = _flushed(beta * self.m + (1 - beta) * g)  # m_{t+1} (g taken at psi_t)
             self.phi = self.phi - lr * self.m                 # phi_{t+1} = phi_t - alpha_t*m_{t+1}
             self.t += 1
             model.params[:] = self._lookahead()               # psi_{t+1}, with alpha_{t+1}
@@ -393,7 +414,7 @@ class SGD(Optimizer):
         elif beta > 0:
             if self.m is None:
                 self.m = np.zeros_like(model.params)
-            self.m = beta * self.m + (1 - beta) * g           # m_{t+1}
+            self.m = _flushed(beta * self.m + (1 - beta) * g)  # m_{t+1}
             model.params[:] = model.params - lr * self.m      # phi_{t+1}
             self.t += 1
         else:
@@ -409,8 +430,8 @@ class Adam(Optimizer):
     phi <- phi - alpha_t * m_hat / (sqrt(v_hat) + eps), with bias correction
     m_hat = m / (1 - b1^(t+1)), v_hat = v / (1 - b2^(t+1))."""
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        super().__init__(lr)
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
         try:
             b1, b2 = betas
         except (TypeError, ValueError):
@@ -420,15 +441,19 @@ class Adam(Optimizer):
         self.m = None
         self.v = None
 
+    decoupled = False
+
     def step(self, model):
-        g = model.grads
+        g = model.grads if self.decoupled else self._gradient(model)
         lr = self.lr_at(self.t)
         b1, b2 = self.betas
         if self.m is None:
             self.m = np.zeros_like(model.params)
             self.v = np.zeros_like(model.params)
-        self.m = b1 * self.m + (1 - b1) * g
-        self.v = b2 * self.v + (1 - b2) * g * g
+        if self.decoupled:                                 # AdamW: phi <- phi (1 - lr wd) first
+            model.params[:] = model.params * (1 - lr * self.weight_decay)
+        self.m = _flushed(b1 * self.m + (1 - b1) * g)
+        self.v = _flushed(b2 * self.v + (1 - b2) * g * g)
         m_hat = self.m / (1 - b1 ** (self.t + 1))
         v_hat = self.v / (1 - b2 ** (self.t + 1))
         model.params[:] = model.params - lr * m_hat / (np.sqrt(v_hat) + self.eps)
@@ -436,6 +461,15 @@ class Adam(Optimizer):
 
     def __repr__(self):
         return f"Adam(lr={self.lr!r}, betas={self.betas!r}, eps={self.eps!r})"
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: phi <- phi (1 - lr wd), then Adam's step from g alone."""
+
+    decoupled = True
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(lr, betas, eps, weight_decay)
 
 
 class NormalizedGD(Optimizer):
@@ -501,6 +535,11 @@ def fit(model, X, y, loss, optimizer, batch_size=64, epochs=10, seed=0,
             out = model.forward(Xb)
             value, dout = loss.value_and_grad(out, yb)
             model.backward(dout)
+            if getattr(loss, "l2", 0):                 # the L2 penalty on the weights, scaled as the loss is
+                per_sample = 1 if isinstance(loss, SoftmaxCrossEntropy) else model.sizes[-1]
+                scale = 1 / (len(idx) * per_sample) if reduction == "mean" else 1
+                for layer in model.layers:
+                    layer.dW += loss.l2 * scale * layer.W
             optimizer.step(model)
             if reduction == "sum":
                 total += value

@@ -5,14 +5,9 @@ import pytest
 import fastfit as ff
 
 
-class Params:
-    """The least an optimizer steps: flat params and grads."""
-
-    def __init__(self, values):
-        self.params = np.array(values, dtype=np.float64)
-        self.grads = np.zeros_like(self.params)
-        self.n_params = self.params.size
-        self.dtype = self.params.dtype
+def Params(values):
+    """A model whose 5 parameters are ``values`` (4 weights and a bias): what the optimizers step."""
+    return ff.MLP.from_params([4, 1], np.asarray(values, dtype=np.float64))
 
 
 GRADS = np.random.default_rng(0).standard_normal((12, 5))

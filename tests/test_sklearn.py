@@ -113,7 +113,7 @@ def test_nesterov_matches_sklearn_at_the_lookahead_point(kind):
     ours, sk, _, _ = _synced_pair(kind, solver="sgd", learning_rate_init=0.05, momentum=0.9,
                                   nesterovs_momentum=True)
     opt = ours._optimizer
-    psi = ours.model_.params - opt.lr * opt.momentum * opt._m
+    psi = ours.model_.params - opt.lr * opt.momentum * opt.state_buffers()["m"]
     sk_flat = np.concatenate([np.concatenate([c.T.ravel(), b]) for c, b in zip(sk.coefs_, sk.intercepts_)])
     np.testing.assert_allclose(psi, sk_flat, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ours.loss_curve_[-3:], sk.loss_curve_[-3:], rtol=1e-10)

@@ -21,7 +21,7 @@ mode, timeout = sys.argv[1], float(sys.argv[2])
 comm = MPI.COMM_WORLD
 
 if comm.rank == 1:
-    real_step = _core.optimizer_step
+    real_step = _core.update
     calls = [0]
 
     def failing_step(*args):
@@ -32,7 +32,7 @@ if comm.rank == 1:
             time.sleep(600)
         return real_step(*args)
 
-    _core.optimizer_step = failing_step
+    _core.update = failing_step
 
 rng = np.random.default_rng(0)
 X, y = rng.standard_normal((256, 4)), rng.integers(0, 3, 256)

@@ -159,7 +159,7 @@ def checkpoint():
     saved, saved_opt = ff.load(path, return_optimizer=True)
     os.remove(path)
     return {"writes_per_rank": writers, "params_equal": bool(np.array_equal(saved.params, model.params)),
-            "t": [saved_opt.t, opt.t], "m_equal": bool(np.array_equal(saved_opt._m, opt._m))}
+            "t": [saved_opt.t, opt.t], "m_equal": bool(np.array_equal(saved_opt.state_buffers()["m"], opt.state_buffers()["m"]))}
 
 
 def main():
