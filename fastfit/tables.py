@@ -241,18 +241,8 @@ class _Table:
                 raise DataError(f"{self.path} line {self.lines[r]}, column {self.names[p]!r}: {y[r]} is not "
                                 "a finite number (an infinity, or a number beyond float64's range)")
             return y
-        converted = pd.to_numeric(col, errors="coerce")
-        if not converted.isna().any():  # big integers pandas left as text, say
-            return self.labels_from(converted, p)
+        # text labels, kept as written (integers too long for int64 land here as well)
         return np.asarray(col.astype(str).to_numpy(), dtype=str)
-
-    def labels_from(self, series, p):
-        y = series.to_numpy(dtype=np.float64)
-        if not np.isfinite(y).all():
-            r = int(np.argmax(~np.isfinite(y)))
-            raise DataError(f"{self.path} line {self.lines[r]}, column {self.names[p]!r}: "
-                            f"{show(self.frame.iloc[r, p])} is beyond float64's range")
-        return y
 
 
 def _read_frame(pd, path, sep, encoding, n_columns):

@@ -2,7 +2,6 @@
 every mistake. Most commands run in-process through fastfit.cli.main; a few in a subprocess."""
 import csv
 import io
-import json
 import os
 import subprocess
 import sys
@@ -332,6 +331,7 @@ def test_duplicate_column_names_are_refused(work):
     ("a,b,label\n", "no data rows"),
     ("a,b,label\n1,2,0\n1,2,3,4\n", "line 3: 4 fields"),
     ("a,b,label\n1,2,0\n\n3,4,1\n3,x,1\n", "line 5"),        # a blank line keeps the numbering
+    ("a,b,label\n1,2,0.5\n3,4,inf\n", "line 3, column 'label': inf"),
 ])
 def test_broken_tables(work, text, words):
     with open("t.csv", "w") as f:
