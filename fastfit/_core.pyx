@@ -66,6 +66,12 @@ cdef extern from "kernels.h" nogil:
     void ff_colsum_f64(const double *d, size_t rows, size_t cols, double *db)
     void ff_mask_colsum_f32(const float *dh, float *h, size_t rows, size_t cols, float *db)
     void ff_mask_colsum_f64(const double *dh, double *h, size_t rows, size_t cols, double *db)
+    void ff_small_forward_f32(const float *H, size_t B, const float *W, size_t d_in, size_t d_out, float *F)
+    void ff_small_forward_f64(const double *H, size_t B, const double *W, size_t d_in, size_t d_out, double *F)
+    void ff_small_weight_grad_f32(const float *dF, const float *H, size_t B, size_t d_in, size_t d_out, float *dW)
+    void ff_small_weight_grad_f64(const double *dF, const double *H, size_t B, size_t d_in, size_t d_out, double *dW)
+    void ff_small_input_grad_f32(const float *dF, const float *W, size_t B, size_t d_in, size_t d_out, float *dH)
+    void ff_small_input_grad_f64(const double *dF, const double *W, size_t B, size_t d_in, size_t d_out, double *dH)
 
 cdef extern from "team.h" nogil:
     int ff_team_size()
@@ -333,6 +339,66 @@ cdef inline void mask_colsum(const floating *dh, floating *h, Py_ssize_t rows, P
         ff_mask_colsum_f64(dh, h, rows, cols, db)
 
 
+# ---------------------------------------------------------------- a layer's three products
+
+#: Batches of at most this many rows use fastfit's own loops (csrc/small_impl.h)
+#: rather than BLAS, whose packing of W and zeroing of the output cost more than
+#: the arithmetic there. Measured: see small_batch_rows().
+cdef Py_ssize_t SMALL_BATCH_ROWS = 4
+
+
+def small_batch_rows(rows=None):
+    """The largest batch the core multiplies with its own loops instead of BLAS; set it with ``rows``
+    (0 always uses BLAS). Returns the value in force before the call."""
+    global SMALL_BATCH_ROWS
+    before = SMALL_BATCH_ROWS
+    if rows is not None:
+        if rows < 0:
+            raise ValueError(f"rows must be >= 0, got {rows}")
+        SMALL_BATCH_ROWS = rows
+    return before
+
+
+cdef inline void forward_product(const floating *H, Py_ssize_t B, const floating *W, int d_in, int d_out,
+                                 floating *F) noexcept nogil:
+    """F (B, d_out) = H (B, d_in) W^T."""
+    if B <= SMALL_BATCH_ROWS:
+        if floating is float:
+            ff_small_forward_f32(H, B, W, d_in, d_out, F)
+        else:
+            ff_small_forward_f64(H, B, W, d_in, d_out, F)
+    else:
+        gemm(False, True, <int>B, d_out, d_in, H, d_in, W, d_in, <floating>0, F, d_out)
+
+
+cdef inline void weight_grad_product(const floating *dF, const floating *H, Py_ssize_t B, int d_in,
+                                     int d_out, floating *dW) noexcept nogil:
+    """dW (d_out, d_in) = dF^T H."""
+    cdef Py_ssize_t i
+    if B == 0:
+        for i in range(<Py_ssize_t>d_in * d_out):
+            dW[i] = 0
+    elif B <= SMALL_BATCH_ROWS:
+        if floating is float:
+            ff_small_weight_grad_f32(dF, H, B, d_in, d_out, dW)
+        else:
+            ff_small_weight_grad_f64(dF, H, B, d_in, d_out, dW)
+    else:
+        gemm(True, False, d_out, d_in, <int>B, dF, d_out, H, d_in, <floating>0, dW, d_in)
+
+
+cdef inline void input_grad_product(const floating *dF, const floating *W, Py_ssize_t B, int d_in,
+                                    int d_out, floating *dH) noexcept nogil:
+    """dH (B, d_in) = dF W."""
+    if B <= SMALL_BATCH_ROWS:
+        if floating is float:
+            ff_small_input_grad_f32(dF, W, B, d_in, d_out, dH)
+        else:
+            ff_small_input_grad_f64(dF, W, B, d_in, d_out, dH)
+    else:
+        gemm(False, False, <int>B, d_in, d_out, dF, d_out, W, d_in, <floating>0, dH, d_in)
+
+
 # ---------------------------------------------------------------- forward and backward
 
 cdef void forward_pass(const NetView *net, const floating *X, Py_ssize_t B,
@@ -349,8 +415,7 @@ cdef void forward_pass(const NetView *net, const floating *X, Py_ssize_t B,
     for k in range(net.L):
         d_in, d_out = net.dims[k], net.dims[k + 1]
         F = acts + B * net.aoff[k]
-        gemm(False, True, <int>B, d_out, d_in, H, d_in, params + net.woff[k], d_in,
-             <floating>0, F, d_out)
+        forward_product(H, B, params + net.woff[k], d_in, d_out, F)
         bias_act(F, params + net.boff[k], B, d_out, k < net.L - 1)
         H = F
 
@@ -398,22 +463,15 @@ cdef int backward_pass(const NetView *net, const floating *X, Py_ssize_t B, floa
     cdef floating *dF
     cdef const floating *H
     cdef int k, d_in, d_out
-    cdef Py_ssize_t i
     dF = acts + B * net.aoff[net.L - 1]
     colsum(dF, B, net.dims[net.L], grads + net.boff[net.L - 1])
     for k in range(net.L - 1, -1, -1):
         d_in, d_out = net.dims[k], net.dims[k + 1]
         dF = acts + B * net.aoff[k]
         H = X if k == 0 else acts + B * net.aoff[k - 1]
-        if B > 0:
-            gemm(True, False, d_out, d_in, <int>B, dF, d_out, H, d_in, <floating>0,
-                 grads + net.woff[k], d_in)
-        else:
-            for i in range(<Py_ssize_t>d_in * d_out):
-                grads[net.woff[k] + i] = 0
+        weight_grad_product(dF, H, B, d_in, d_out, grads + net.woff[k])
         if k > 0:  # the first layer's input gradient is never needed
-            gemm(False, False, <int>B, d_in, d_out, dF, d_out, params + net.woff[k], d_in,
-                 <floating>0, scratch, d_in)
+            input_grad_product(dF, params + net.woff[k], B, d_in, d_out, scratch)
             mask_colsum(scratch, <floating *>H, B, d_in, grads + net.boff[k - 1])
         if rule != NULL and update_layer(net, rule, c, k, weight_penalty):
             return 1
