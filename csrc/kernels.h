@@ -50,6 +50,10 @@ void ff_colsum_f64(const double *d, size_t rows, size_t cols, double *db);
 void ff_mask_colsum_f32(const float *dh, float *h, size_t rows, size_t cols, float *db);
 void ff_mask_colsum_f64(const double *dh, double *h, size_t rows, size_t cols, double *db);
 
+/* dst[i] += src[i] over n entries. */
+void ff_add_f32(float *dst, const float *src, size_t n);
+void ff_add_f64(double *dst, const double *src, size_t n);
+
 /* A layer's products for batches of a few rows, where BLAS's packing and zeroing
  * dominate (small_impl.h): F = H W^T, dW = dF^T H, dH = dF W; W is (d_out, d_in). */
 void ff_small_forward_f32(const float *H, size_t B, const float *W, size_t d_in, size_t d_out, float *F);

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import tables
+from . import _checks, tables
 from .tables import DataError
 
 #: MNIST-1D's published MLP test accuracy (Greydanus, 2020): about 68%.
@@ -105,33 +105,6 @@ def _names(text):
 
 # ---------------------------------------------------------------- memory
 
-def available_memory():
-    """Bytes of memory this process can still take (the smaller of the machine's and its
-    cgroup's), or None when neither can be read."""
-    found = []
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        if limit != "max":
-            with open("/sys/fs/cgroup/memory.current") as f:
-                found.append(int(limit) - int(f.read().strip()))
-    except (OSError, ValueError):
-        pass
-    if not found and hasattr(os, "sysconf"):
-        try:
-            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (ValueError, OSError):
-            pass
-    return min(found) if found else None
-
-
 def _bytes(n):
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
@@ -145,7 +118,7 @@ def check_memory(sizes, dtype, batch_size, state_buffers, flag="--hidden"):
     n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     # parameters, gradients, the optimizer's state, the best epoch's copy; activations
     need = n_params * itemsize * (3 + state_buffers) + 3 * batch_size * sum(sizes[1:]) * itemsize
-    have = available_memory()
+    have = _checks.available_memory()
     if have is not None and need > have:
         raise CLIError(f"{flag} {','.join(map(str, sizes[1:-1]))}: the fit needs about {_bytes(need)} "
                        f"({n_params:,} {np.dtype(dtype).name} parameters with their gradients and "
@@ -407,7 +380,7 @@ def cmd_fit(args):
 
     sizes = [X.shape[1]] + args.hidden + [n_out]
     optimizer = _optimizer(ff, args.optimizer, args.lr)
-    check_memory(sizes, args.dtype, min(args.batch_size, n), optimizer.n_state_buffers)
+    check_memory(sizes, args.dtype, min(args.batch_size, n), len(optimizer.state_names))
     model = _make_model(ff, sizes, args.dtype, args.seed)
     loss = {"cross_entropy": ff.SoftmaxCrossEntropy, "bce": ff.BinaryCrossEntropy,
             "mse": ff.SquaredError}[loss_name]()

@@ -333,3 +333,28 @@ def test_both_product_paths_match_reference(product_path, rows, dtype, rng):
     ff.fit(fast, Xf, yf, loss=fl, optimizer=ff.SGD(0.05, momentum=0.9), batch_size=rows, epochs=2, seed=1)
     ref.fit(slow, Xf, yf, loss=sl, optimizer=ref.SGD(0.05, momentum=0.9), batch_size=rows, epochs=2, seed=1)
     assert_matches(fast.params, slow.params, dtype, "after a fit")
+
+
+@pytest.mark.parametrize("n_threads", [2, 3, 5])
+@pytest.mark.parametrize("loss_name,reduction,opt_name", [("SoftmaxCrossEntropy", "mean", "adam"),
+                                                          ("SquaredError", "sum", "nesterov"),
+                                                          ("BinaryCrossEntropy", "mean", "adamw")])
+def test_batches_split_across_threads_match_reference(n_threads, loss_name, reduction, opt_name, rng):
+    """Rows of each batch split across fastfit's team (each part its own buffers and gradient,
+    summed before the update), with ragged parts and a last batch smaller than the parts,
+    equal the reference; more threads than cores included."""
+    sizes = [20, 33, 4]
+    assert ff._threads.plan(ff.MLP(sizes).n_params, 50, n_threads)[0] == min(n_threads, 50 // 8)
+    fast, slow = twin_models(sizes, np.float64)
+    X = rng.standard_normal((103, 20))  # batches of 50, 50 and 3
+    y = make_targets(loss_name, 103, 4, rng)
+    fl = getattr(ff, loss_name)(reduction=reduction, l2=0.2)
+    sl = getattr(ref, loss_name)(reduction=reduction, l2=0.2)
+    fopt, sopt = optimizer_pair(opt_name)
+    if reduction == "sum":
+        fopt.lr /= 50
+        sopt.lr /= 50
+    h = ff.fit(fast, X, y, loss=fl, optimizer=fopt, batch_size=50, epochs=3, seed=4, n_threads=n_threads)
+    h_s = ref.fit(slow, X, y, loss=sl, optimizer=sopt, batch_size=50, epochs=3, seed=4)
+    assert_matches(fast.params, slow.params, np.float64, f"{n_threads} threads")
+    assert_matches(h["loss"], h_s["loss"], np.float64, "history")
