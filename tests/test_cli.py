@@ -410,7 +410,7 @@ def test_out_must_be_a_file(work):
 def test_networks_larger_than_memory_are_refused_before_building(work, monkeypatch):
     err = one_line_error("fit", "train.csv", "--target", "label", "--hidden", "100000,100000")
     assert "GiB" in err and "10,000,900,004" in err and "available" in err
-    monkeypatch.setattr(cli, "available_memory", lambda: 10_000_000)
+    monkeypatch.setattr(cli._checks, "available_memory", lambda: 10_000_000)
     err = one_line_error("fit", "train.csv", "--target", "label", "--hidden", "1000,1000")
     assert "--hidden 1000,1000" in err and "9.5 MiB" in err
 
