@@ -703,7 +703,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from . import __version__
+    from ._version import __version__
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = _Parser(prog="fastfit", formatter_class=fmt,

@@ -6,7 +6,6 @@ owns the buffers, checks what users pass in, and keeps the workspace the step
 API's activations live in.
 """
 import contextlib
-import numbers
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
