@@ -74,6 +74,7 @@ DEFAULT_CHUNK_BYTES = 256 * 1024
 DEFAULT_POLL_S = 50e-6
 
 COMPRESS_MODES = (None, "bfloat16")
+ALGORITHMS = ("auto", "pair", "ring", "mpi")
 
 
 # ---------------------------------------------------------------- bfloat16
@@ -163,13 +164,15 @@ class _RingOp:
         self.tag0 = tag0
         self.compress = engine.compress
         wire = np.uint16 if self.compress else buf.dtype
-        self.inbox = np.empty(n, wire)    # reduce-scatter chunks before they are added
-        self.gather = np.empty(n, wire)   # all-gather chunks: the finished sums
+        self.borrowed = []
+        take = lambda n, dtype: engine.scratch(self, n, dtype)  # noqa: E731
+        self.inbox = take(n, wire)    # reduce-scatter chunks before they are added
+        self.gather = take(n, wire)   # all-gather chunks: the finished sums
         if self.compress:
-            self.wire = np.empty(n, np.uint16)  # this rank's bfloat16 payloads
+            self.wire = take(n, np.uint16)  # this rank's bfloat16 payloads
             longest_chunk = -(-longest // self.nchunks) + 1
-            self.wide = np.empty(longest_chunk, np.float32)  # a received chunk, widened
-            self.tmp = np.empty(longest_chunk, np.uint32)
+            self.wide = take(longest_chunk, np.float32)  # a received chunk, widened
+            self.tmp = take(longest_chunk, np.uint32)
         else:
             self.arrived = set()  # (s, k): all-gather chunk arrived, or its place in buf is free;
                                   # the second of the two events copies it into buf
@@ -263,12 +266,76 @@ class _RingOp:
             except Exception as exc:  # reported by wait(); the messages still drain
                 self.error = exc
         if self.pending == 0:
+            self.engine.release(self)
             self.handle._finish(self.error)
 
 
 def _chunks(longest, itemsize, chunk_bytes):
     """Chunks per segment: the longest segment cut into pieces of at most chunk_bytes."""
     return max(1, -(-longest * itemsize // chunk_bytes))
+
+
+class _PairOp:
+    """Two ranks: each sends the other its whole buffer at once and adds each chunk as it arrives.
+
+    The same bytes per rank as the ring (the buffer once each way), but no step
+    waits for another rank's partial result, so every message is posted at the
+    start and the additions run while later chunks are still on the wire. The
+    outgoing values are copied (or encoded) chunk by chunk into a send buffer
+    first, so a chunk's sum never waits for its send to complete. Rank 0
+    computes ``g0 + g1`` and rank 1 ``g1 + g0``: the same bits, since IEEE
+    addition is commutative. Compressed, both ranks add the two bfloat16-rounded
+    values in float32, so both again form the same sum.
+    """
+
+    def __init__(self, engine, handle, tag0):
+        self.engine, self.handle = engine, handle
+        buf = handle.buf
+        comm = engine.comm
+        self.peer = 1 - comm.Get_rank()
+        self.buf = buf
+        n = buf.size
+        self.nchunks = _chunks(n, buf.itemsize, engine.chunk_bytes)
+        self.bounds = [(k * n) // self.nchunks for k in range(self.nchunks + 1)]
+        self.tag0 = tag0
+        self.compress = engine.compress
+        wire = np.uint16 if self.compress else buf.dtype
+        self.borrowed = []
+        take = lambda n, dtype: engine.scratch(self, n, dtype)  # noqa: E731
+        self.inbox = take(n, wire)
+        self.outbox = take(n, wire)
+        if self.compress:
+            longest = max(b - a for a, b in zip(self.bounds[:-1], self.bounds[1:]))
+            self.wide = take(longest, np.float32)
+            self.tmp = take(longest, np.uint32)
+        self.pending = 0
+        self.error = None
+
+    def begin(self):
+        comm, post = self.engine.comm, self.engine.post
+        for k in range(self.nchunks):
+            lo, hi = self.bounds[k], self.bounds[k + 1]
+            self.pending += 1
+            post(comm.Irecv(self.inbox[lo:hi], source=self.peer, tag=self.tag0 + k), self, (self.received, k, 0))
+        for k in range(self.nchunks):
+            lo, hi = self.bounds[k], self.bounds[k + 1]
+            if self.compress:
+                bfloat16_encode(self.buf[lo:hi], self.outbox[lo:hi], self.tmp[:hi - lo])
+            else:
+                self.outbox[lo:hi] = self.buf[lo:hi]
+            self.pending += 1
+            post(comm.Isend(self.outbox[lo:hi], dest=self.peer, tag=self.tag0 + k), self, None)
+
+    def received(self, k, _):
+        lo, hi = self.bounds[k], self.bounds[k + 1]
+        part = self.buf[lo:hi]
+        if self.compress:
+            bfloat16_decode(self.outbox[lo:hi], part)  # this rank's own value, rounded as the peer sees it
+            np.add(part, bfloat16_decode(self.inbox[lo:hi], self.wide[:hi - lo]), out=part)
+        else:
+            np.add(part, self.inbox[lo:hi], out=part)
+
+    completed = _RingOp.completed  # the same bookkeeping
 
 
 class _MpiOp:
@@ -297,7 +364,9 @@ class AllReduce:
     never mix with the caller's). Parameters:
 
     - ``compress``: None (exact) or ``"bfloat16"`` (half the bytes; see the module doc).
-    - ``algorithm``: ``"ring"`` (this module's chunked ring) or ``"mpi"``
+    - ``algorithm``: ``"auto"`` (``"pair"`` on 2 ranks, else ``"ring"``), ``"pair"``
+      (2 ranks: each sends the other everything once), ``"ring"`` (chunked ring
+      reduce-scatter + all-gather, any number of ranks) or ``"mpi"``
       (``Iallreduce``, exact only: MPI's schedule with this module's progress).
     - ``chunk_bytes``: float bytes per message of the ring.
     - ``progress``: ``"thread"`` (a background thread advances every operation;
@@ -306,15 +375,18 @@ class AllReduce:
     - ``poll_s``: the thread's sleep between polls while messages are in flight.
     """
 
-    def __init__(self, comm, *, compress=None, algorithm="ring", chunk_bytes=DEFAULT_CHUNK_BYTES,
+    def __init__(self, comm, *, compress=None, algorithm="auto", chunk_bytes=DEFAULT_CHUNK_BYTES,
                  progress="thread", poll_s=DEFAULT_POLL_S):
         from mpi4py import MPI
         if compress not in COMPRESS_MODES:
             raise ValueError(f"compress must be one of {COMPRESS_MODES}, got {compress!r}")
-        if algorithm not in ("ring", "mpi"):
-            raise ValueError(f"algorithm must be 'ring' or 'mpi', got {algorithm!r}")
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        if algorithm == "pair" and comm.Get_size() != 2:
+            raise ValueError(f"algorithm='pair' needs exactly 2 ranks, the communicator has {comm.Get_size()}")
         if algorithm == "mpi" and compress:
-            raise ValueError("compress needs algorithm='ring': MPI's Iallreduce sums the buffer's own type")
+            raise ValueError("compress needs one of this module's algorithms, not 'mpi': MPI's Iallreduce "
+                             "sums the buffer's own type")
         if not isinstance(chunk_bytes, int) or isinstance(chunk_bytes, bool) or chunk_bytes < 64:
             raise ValueError(f"chunk_bytes must be an integer of at least 64 bytes, got {chunk_bytes!r}")
         if progress not in ("thread", "wait"):
@@ -335,6 +407,7 @@ class AllReduce:
         self._reqs, self._acts = [], []  # requests in flight and (operation, follow-up) of each
         self._new = []                   # operations started but not yet posted
         self._lock = threading.Lock()
+        self._pool, self._pool_lock = {}, threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._closed = False
         self._thread_error = None
@@ -364,7 +437,8 @@ class AllReduce:
         if self.algorithm == "mpi":
             op = _MpiOp(self, handle)
         else:
-            op = _RingOp(self, handle, self._take_tags(buf))
+            pair = self.algorithm == "pair" or (self.algorithm == "auto" and self.size == 2)
+            op = (_PairOp if pair else _RingOp)(self, handle, self._take_tags(buf, pair))
         handle._op = op
         with self._lock:
             self._new.append(op)
@@ -426,12 +500,13 @@ class AllReduce:
 
     # ---- engine
 
-    def _take_tags(self, buf):
+    def _take_tags(self, buf, pair):
         """A block of tags for one operation. Every rank starts the same operations in the
         same order, so every rank takes the same block."""
-        longest = -(-buf.size // self.size)
-        nchunks = _chunks(longest, buf.itemsize, self.chunk_bytes)
-        need = 2 * (self.size - 1) * nchunks
+        if pair:
+            need = _chunks(buf.size, buf.itemsize, self.chunk_bytes)
+        else:
+            need = 2 * (self.size - 1) * _chunks(-(-buf.size // self.size), buf.itemsize, self.chunk_bytes)
         if need >= self._tag_limit:
             raise ValueError(f"a buffer of {buf.size} values needs {need} message tags but MPI allows "
                              f"{self._tag_limit}: raise chunk_bytes")
@@ -440,6 +515,23 @@ class AllReduce:
         tag0 = self._next_tag
         self._next_tag += need
         return tag0
+
+    def scratch(self, op, n, dtype):
+        """A scratch array for op, from the pool: the same sizes recur every step, and reused
+        memory spares each step the page faults of fresh allocations."""
+        with self._pool_lock:
+            free = self._pool.get((n, np.dtype(dtype)))
+            arr = free.pop() if free else None
+        if arr is None:
+            arr = np.empty(n, dtype)
+        op.borrowed.append(arr)
+        return arr
+
+    def release(self, op):
+        with self._pool_lock:
+            for arr in op.borrowed:
+                self._pool.setdefault((arr.size, arr.dtype), []).append(arr)
+        op.borrowed = []
 
     def post(self, request, op, action):
         """Called by an operation (inside the engine) for each request it posts."""

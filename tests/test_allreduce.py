@@ -115,7 +115,8 @@ def _same_on_every_rank(per_rank):
 @needs_mpiexec
 def test_exact_mode_equals_mpi_allreduce_bit_for_bit_on_two_ranks(two):
     cases = two["exact"][0]
-    assert len(cases) == 2 * (5 + 6 + 6) * 2
+    assert len(cases) == 3 * (5 + 6 + 6) * 2
+    assert {c["algorithm"] for c in cases} == {"auto", "ring"}
     bad = [c for c in cases if not c["bitwise"]]
     assert not bad, bad[:3]
     assert _same_on_every_rank(two["exact"])
@@ -123,6 +124,7 @@ def test_exact_mode_equals_mpi_allreduce_bit_for_bit_on_two_ranks(two):
 
 @needs_mpiexec
 def test_exact_mode_on_three_ranks_is_one_result_everywhere(three):
+    assert three["errors"][0][0]["{'algorithm': 'pair'}"] and "exactly 2 ranks" in three["errors"][0][0]["{'algorithm': 'pair'}"]
     # three addends: the ring's order differs from MPI's, so equal to rounding, and the same bits on every rank
     for c in three["exact"][0]:
         eps = np.finfo(c["dtype"]).eps
@@ -143,8 +145,11 @@ def test_overlapping_operations_one_per_layer(two):
 def test_bfloat16_mode_same_bits_everywhere_and_accurate(ranks, request):
     res = request.getfixturevalue(ranks)
     assert _same_on_every_rank(res["bfloat16"])
-    for case in res["bfloat16"][0]:
-        assert case["low_bits_zero"], case  # every rank holds bfloat16 values
+    cases = res["bfloat16"][0]
+    assert {c["algorithm"] for c in cases} == ({"pair", "ring"} if res["size"] == 2 else {"ring"})
+    for case in cases:
+        if case["algorithm"] == "ring":
+            assert case["low_bits_zero"], case  # the owner's rounded sum, on every rank
         # each addend rounded at most `size` times, and the sum once, by at most 2**-8 relative
         assert case["rel_err"] <= (res["size"] + 1) * 2.0 ** -8, case
         if res["size"] == 2:
@@ -177,5 +182,6 @@ def test_bad_input_is_refused_clearly(two):
     assert "algorithm must be" in e["{'algorithm': 'tree'}"]
     assert "at least 64 bytes" in e["{'chunk_bytes': 8}"]
     assert "progress must be" in e["{'progress': 'never'}"]
-    assert "compress needs algorithm='ring'" in e["{'algorithm': 'mpi', 'compress': 'bfloat16'}"]
+    assert "not 'mpi'" in e["{'algorithm': 'mpi', 'compress': 'bfloat16'}"]
+    assert e["{'algorithm': 'pair'}"] is None  # two ranks: allowed
     assert "poll_s must be" in e["{'poll_s': -1}"]

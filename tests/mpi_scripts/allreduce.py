@@ -36,9 +36,9 @@ def crc(arr):
 
 
 # ---- exact: equal to MPI's Allreduce(SUM); many chunks, odd sizes, both dtypes, both progress modes
-for progress in ("thread", "wait"):
+for progress, algorithm in (("thread", "auto"), ("wait", "auto"), ("thread", "ring")):
     for chunk_bytes in (64, 1000, 256 * 1024):
-        with AllReduce(comm, chunk_bytes=chunk_bytes, progress=progress) as ar:
+        with AllReduce(comm, chunk_bytes=chunk_bytes, progress=progress, algorithm=algorithm) as ar:
             for n in (1, 2, 3, 5, 1001) + (() if chunk_bytes < 1000 else (40_000,)):
                 for dtype in (np.float32, np.float64):
                     g = gradients(n, dtype, seed=n + chunk_bytes)
@@ -49,7 +49,7 @@ for progress in ("thread", "wait"):
                     mag = np.abs(g)
                     comm.Allreduce(MPI.IN_PLACE, mag, op=MPI.SUM)
                     err = float((np.abs(x.astype(np.float64) - expected) / np.maximum(mag, 1e-300)).max())
-                    record("exact", progress=progress, chunk=chunk_bytes, n=n, dtype=np.dtype(dtype).name,
+                    record("exact", progress=progress, algorithm=algorithm, chunk=chunk_bytes, n=n, dtype=np.dtype(dtype).name,
                            bitwise=bool(np.array_equal(x, expected)), rel_err=err, crc=crc(x))
 
 # ---- several operations at once, one per layer, waited for in any order
@@ -59,6 +59,8 @@ expected = flat.copy()
 comm.Allreduce(MPI.IN_PLACE, expected, op=MPI.SUM)
 with AllReduce(comm, chunk_bytes=4096) as ar:
     x = flat.copy()
+    ar.allreduce(x[:10])  # and a buffer reused: pooled scratch must not leak old data
+    x[:10] = flat[:10]
     edges = np.cumsum((0,) + sizes)
     handles = [ar.start(x[a:b]) for a, b in zip(edges[:-1][::-1], edges[1:][::-1])]  # last layer first
     for h in handles[::-1]:
@@ -74,37 +76,40 @@ with AllReduce(comm, algorithm="mpi") as ar:
     ar.allreduce(g, timeout=30)
     record("mpi_algorithm", bitwise=bool(np.array_equal(g, expected)), crc=crc(g))
 
-# ---- bfloat16 on the wire: the same bits everywhere, and the value the schedule defines
-all_inputs = {}
-with AllReduce(comm, compress="bfloat16", chunk_bytes=1024) as ar:
-    for n in (1, 7, 5000):
-        g = gradients(n, np.float32, seed=n)
-        g[:: max(1, n // 3)] *= 1e30  # near bfloat16's top: sums may round to infinity
-        x = g.copy()
-        ar.allreduce(x, timeout=30)
-        inputs = comm.allgather(g)
-        exact = np.sum(np.array(inputs, dtype=np.float64), axis=0)
-        if size == 2:
-            # rank r completes segment r+1: its own float32 value plus the other's rounded one,
-            # rounded once more; rank 0 owns the second half, rank 1 the first
-            model = np.empty(n, np.float32)
-            half = n // 2
-            for owner, (lo, hi) in ((1, (0, half)), (0, (half, n))):
-                mine = inputs[owner][lo:hi]
-                theirs = inputs[1 - owner][lo:hi]
-                h = np.empty(hi - lo, np.uint16)
-                wide = bfloat16_decode(bfloat16_encode(theirs, h), np.empty(hi - lo, np.float32))
-                with np.errstate(over="ignore"):
-                    s = mine + wide
-                model[lo:hi] = bfloat16_decode(bfloat16_encode(s, h), np.empty(hi - lo, np.float32))
-            matches_model = bool(np.array_equal(x, model))
-        else:
-            matches_model = None
-        finite = np.isfinite(x)
-        rel = float((np.abs(x[finite] - exact[finite]) / np.abs(np.array(inputs))[:, finite].sum(axis=0)).max()) \
-            if finite.any() else 0.0
-        record("bfloat16", n=n, crc=crc(x), low_bits_zero=bool(not (x.view(np.uint32) & 0xFFFF).any()),
-               matches_model=matches_model, rel_err=rel)
+# ---- bfloat16 on the wire: the same bits everywhere, and the value each schedule defines
+def bf16(x):
+    h = np.empty(x.size, np.uint16)
+    return bfloat16_decode(bfloat16_encode(np.ascontiguousarray(x, np.float32), h), np.empty(x.size, np.float32))
+
+
+for algorithm in (("pair", "ring") if size == 2 else ("ring",)):
+    with AllReduce(comm, compress="bfloat16", chunk_bytes=1024, algorithm=algorithm) as ar:
+        for n in (1, 7, 5000):
+            g = gradients(n, np.float32, seed=n)
+            g[:: max(1, n // 3)] *= 1e30  # near bfloat16's top: sums may round to infinity
+            x = g.copy()
+            ar.allreduce(x, timeout=30)
+            inputs = comm.allgather(g)
+            exact = np.sum(np.array(inputs, dtype=np.float64), axis=0)
+            with np.errstate(over="ignore"):
+                if algorithm == "pair":
+                    # both ranks add the two rounded values in float32
+                    model = bf16(inputs[0]) + bf16(inputs[1])
+                elif size == 2:
+                    # rank r completes segment r+1: its own float32 value plus the other's rounded one,
+                    # rounded once more; rank 0 owns the second half, rank 1 the first
+                    model = np.empty(n, np.float32)
+                    half = n // 2
+                    for owner, (lo, hi) in ((1, (0, half)), (0, (half, n))):
+                        model[lo:hi] = bf16(inputs[owner][lo:hi] + bf16(inputs[1 - owner][lo:hi]))
+                else:
+                    model = None
+            finite = np.isfinite(x)
+            rel = float((np.abs(x[finite] - exact[finite]) / np.abs(np.array(inputs))[:, finite].sum(axis=0)).max()) \
+                if finite.any() else 0.0
+            record("bfloat16", algorithm=algorithm, n=n, crc=crc(x),
+                   low_bits_zero=bool(not (x.view(np.uint32) & 0xFFFF).any()),
+                   matches_model=None if model is None else bool(np.array_equal(x, model)), rel_err=rel)
 
 # ---- NaN and infinity survive compression; a NaN anywhere makes that element NaN everywhere
 with AllReduce(comm, compress="bfloat16") as ar:
@@ -156,10 +161,10 @@ with AllReduce(comm, compress="bfloat16") as ar:
     except ValueError as exc:
         errors["bf16-float64"] = str(exc)
 for kwargs in ({"compress": "float16"}, {"algorithm": "tree"}, {"chunk_bytes": 8}, {"progress": "never"},
-               {"algorithm": "mpi", "compress": "bfloat16"}, {"poll_s": -1}):
+               {"algorithm": "mpi", "compress": "bfloat16"}, {"poll_s": -1}, {"algorithm": "pair"}):
     try:
         AllReduce(comm, **kwargs).close()
-        errors[repr(kwargs)] = None
+        errors[repr(kwargs)] = None  # (pair on 2 ranks is fine)
     except ValueError as exc:
         errors[repr(kwargs)] = str(exc)
 record("errors", **errors)
