@@ -443,6 +443,8 @@ class AllReduce:
         with self._lock:
             self._new.append(op)
             self._wake.notify()
+        if self._thread is None:
+            self._step()  # post now: MPI's own progress (an async thread, a NIC) may move it from here on
         return handle
 
     def wait(self, handle, timeout=None):
