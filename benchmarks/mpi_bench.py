@@ -631,10 +631,19 @@ def link_markdown(res):
              f"{nbytes / 1e6:.2f} MB. TCP socket buffers: {res['tcp_buffers'] or 'kernel default'}. "
              f"Load average before/after: {res['load_before']} / {res['load_after']} on {res['cores']} cores.", ""]
     sock = res["socket_gbps"]
+    both = [x for x in sock["both directions"] if x]
+    ceiling = bound_s(nbytes, 2, 1e9 * min(both)) if both else None  # what plain TCP delivered both ways at once
     lines.append(f"Socket check (Gbit/s per direction): one direction alone {sock['one direction']}, "
                  f"both at once {sock['both directions']}. Bytes through each direction's shaper: "
-                 f"{res.get('bytes_per_direction') or '-'}.")
+                 f"{res.get('bytes_per_direction') or '-'}. The socket ceiling below is the gradient's time at the "
+                 f"rate plain TCP delivered both ways at once: {1e3 * ceiling:.2f} ms." if ceiling else "")
     lines.append("")
+
+    def fractions(b):
+        cells = [f"{bound / b['median_s']:.0%} / {bound / b['min_s']:.0%}" if bound else "-"]
+        cells.append(f"{ceiling / b['median_s']:.0%}" if ceiling else "-")
+        return " | ".join(cells)
+
     if "progress" in res:
         lines += ["| progress | backward ms | all-reduce ms | one after the other ms | overlapped ms | "
                   "hidden (share of the all-reduce) |", "|---|---|---|---|---|---|"]
@@ -645,10 +654,10 @@ def link_markdown(res):
                          f"({hidden / s['allreduce']:.0%}) |")
         return "\n".join(lines)
     if "sweep" in res:
-        lines += ["| MPICH setting | blocking Allreduce ms (median / min) | fraction of bound |", "|---|---|---|"]
+        lines += ["| MPICH setting | blocking Allreduce ms (median / min) | fraction of bound (median / best) "
+                  "| fraction of socket ceiling (median) |", "|---|---|---|---|"]
         for s in res["sweep"]:
-            frac = f"{bound / s['median_s']:.0%} / {bound / s['min_s']:.0%}" if bound else "-"
-            lines.append(f"| {s['name']} | {1e3 * s['median_s']:.2f} / {1e3 * s['min_s']:.2f} | {frac} |")
+            lines.append(f"| {s['name']} | {1e3 * s['median_s']:.2f} / {1e3 * s['min_s']:.2f} | {fractions(s)} |")
         return "\n".join(lines)
     single = res["single"][0]["samples_per_s"]
     lines += [f"One process (fastfit.fit, 1 thread, no MPI): {single:,.0f} samples/s.", "",
@@ -663,16 +672,15 @@ def link_markdown(res):
     lines += ["", f"Step parts on {p['rows']} rows, both ranks at once (ms): forward {1e3 * p['forward']:.2f}, "
               f"loss {1e3 * p['loss']:.3f}, backward {1e3 * p['backward']:.2f} (layer shares "
               f"{', '.join(f'{s:.2f}' for s in p['backward_shares'])}), update {1e3 * p['update']:.2f}.", "",
-              "| bare all-reduce (slowest rank) | median ms | min ms | fraction of bound (median / best) |",
-              "|---|---|---|---|"]
+              "| bare all-reduce (slowest rank) | median ms | min ms | fraction of bound (median / best) "
+              "| fraction of socket ceiling (median) |", "|---|---|---|---|---|"]
     names = {"mpi": "MPI Allreduce (blocking)", "ring": "_allreduce, exact (pair schedule, thread)",
              "ring_bf16": "_allreduce, bfloat16 (pair schedule, thread)", "mpi_thread": "MPI Iallreduce + progress thread"}
     for key, label in names.items():
         b = r["bare"][key]
-        frac = f"{bound / b['median_s']:.0%} / {bound / b['min_s']:.0%}" if bound else "-"
-        lines.append(f"| {label} | {1e3 * b['median_s']:.2f} | {1e3 * b['min_s']:.2f} | {frac} |")
+        lines.append(f"| {label} | {1e3 * b['median_s']:.2f} | {1e3 * b['min_s']:.2f} | {fractions(b)} |")
     if bound:
-        lines.append(f"| bound 2(n-1)/n x bytes / rate | {1e3 * bound:.2f} | | |")
+        lines.append(f"| bound 2(n-1)/n x bytes / rate | {1e3 * bound:.2f} | | | |")
     for mode, key, layer_key in (("exact", "overlap", "ring_layers"), ("bfloat16", "overlap_bf16", "ring_bf16_layers")):
         o = r[key]
         hidden = o["sequential"] - o["overlapped"]
@@ -783,11 +791,15 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=None, help="timed all-reduces per measurement")
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--json", help="also write the raw figures here")
+    p.add_argument("--render", help="print the report of a --link run's JSON file again")
     args = p.parse_args(argv)
     link = args.link if args.link and args.link.lower() != "shm" else None
     if args.repeats is None:
         args.repeats = 1 if link else 2
-    if args.worker:
+    if args.render:
+        with open(args.render) as f:
+            print(link_markdown(json.load(f)))
+    elif args.worker:
         worker(args)
     elif args.single:
         single(args)

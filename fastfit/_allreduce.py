@@ -1,61 +1,73 @@
 """Chunked, pipelined all-reduce over MPI point-to-point messages, with background progress.
 
 The distributed fit sums every rank's gradient once per step. MPI's own
-``Allreduce`` does that, but over TCP links it leaves bandwidth unused and a
-non-blocking ``Iallreduce`` advances only while the caller is inside an MPI
-call, so it cannot overlap the backward pass. This module sums a float buffer
-across the ranks of a communicator with its own schedule:
+``Allreduce`` does that, but a non-blocking ``Iallreduce`` advances only while
+the caller is inside an MPI call, so it cannot overlap the backward pass, and
+MPI has no way to send a gradient in half the bytes. This module sums a float
+buffer across the ranks of a communicator with its own schedules:
 
-- **Ring reduce-scatter + all-gather, cut into chunks.** The buffer is split
-  into ``size`` segments and each segment into chunks of about
-  ``chunk_bytes``. In the reduce-scatter each rank passes partial sums of one
-  segment to its right neighbour, adding each chunk the moment it arrives and
-  sending it on at once; the rank that completes a segment's sum starts the
-  all-gather of that chunk immediately. Every rank sends and receives
-  ``2 (size-1)/size`` times the buffer, which is the bound of any all-reduce,
-  and the additions run while later chunks are on the wire. For 2 ranks: each
-  rank sends the other the half the other owns, and sends back the finished
-  sum of its own half.
-- **Background progress.** A progress thread (one per ``AllReduce`` object)
-  posts the messages, polls them with ``Testsome`` and short sleeps, and does
-  the additions. The compiled core releases the GIL during its passes, so the
-  thread runs while the caller computes: ``start`` returns at once and the
-  sum proceeds during the rest of the backward pass. It sleeps when no
-  operation is under way. MPI must be initialised with MPI_THREAD_MULTIPLE
-  (mpi4py's default).
+- ``"pair"`` (2 ranks, the default there): each rank sends the other its whole
+  buffer at once, cut into chunks of about ``chunk_bytes``, and adds each chunk
+  the moment it arrives. Each rank sends and receives the buffer once, the
+  bound of any 2-rank all-reduce, and nothing waits for the peer's partial
+  result, so every message is posted at the start.
+- ``"ring"`` (any number of ranks): ring reduce-scatter + all-gather, each step
+  cut into the same chunks; a rank adds a chunk the moment it arrives and sends
+  it on at once, and the rank that completes a segment's sum starts its
+  all-gather at once. Each rank sends and receives ``2 (size-1)/size`` times the
+  buffer, again the bound.
+- ``"mpi"``: MPI's own ``Iallreduce``, progressed by this module's thread.
+
+Every receive is posted before the first send. A message that arrives before
+its receive is posted stalls the TCP provider's byte stream, and every
+completion queued behind it, until the receive appears: measured 3-4x slower.
+
+**Background progress.** With ``progress="thread"`` a thread (one per
+``AllReduce`` object) posts the messages, polls them with ``Testsome`` and
+short sleeps (``poll_s``), and does the additions. The compiled core and NumPy
+release the GIL during their work, so the thread runs while the caller
+computes: ``start`` returns at once and the sum proceeds during the rest of the
+backward pass. The thread sleeps when no operation is under way. MPI must be
+initialised with MPI_THREAD_MULTIPLE (mpi4py's default). With
+``progress="wait"`` there is no thread: messages move only inside ``start``,
+``test`` and ``wait`` (or in MPI's own progress thread, if one runs).
 
 Two modes:
 
-- ``compress=None`` (exact): float32 or float64, summed in that type. Every
-  segment's sum is computed by one rank and copied to the others, so the result
-  is bit-identical on every rank. For 2 ranks it is ``g0 + g1`` element by
-  element, which is what ``MPI_Allreduce(SUM)`` gives (IEEE addition is
-  commutative), bit for bit.
-- ``compress="bfloat16"``: float32 buffers only. Every message carries
-  bfloat16 (the top 16 bits of a float32, rounded to nearest even), half the
-  bytes; the sums are formed in float32 and the finished sum is rounded to
-  bfloat16 once by the rank that computed it, which sends those bits to the
-  others and keeps the same bits itself, so every rank ends bit-identical.
-  bfloat16 rather than float16: it keeps float32's 8-bit exponent, so tiny and
-  huge gradients neither flush to zero nor overflow, and no loss scaling is
-  needed; the price is an 8-bit significand: each rounding is off by at most
-  2**-8 (0.4%) of the value, against 2**-11 for float16. With ``size`` ranks a value is rounded at most
-  ``size`` times (each hop of the reduce-scatter, then once more). NaN and
-  infinity survive the round trip.
+- ``compress=None`` (exact): float32 or float64, summed in that type; the
+  result has the same bits on every rank. For 2 ranks it is ``g0 + g1``
+  element by element on both ranks (IEEE addition is commutative), which is
+  what ``MPI_Allreduce(SUM)`` gives, bit for bit. On more ranks each segment's
+  sum is formed by one rank and copied to the others.
+- ``compress="bfloat16"``: float32 buffers only. Every message carries bfloat16
+  (the top 16 bits of a float32, rounded to nearest even): half the bytes. The
+  sums are formed in float32. ``pair``: both ranks add the two rounded values,
+  so both form the same sum. ``ring``: the rank that completes a segment's sum
+  rounds it to bfloat16 once, sends those bits and keeps them itself. Either
+  way every rank ends with the same bits. bfloat16 rather than float16: it
+  keeps float32's 8-bit exponent, so small and large gradients neither flush
+  to zero nor overflow, and no loss scaling is needed; the price is an 8-bit
+  significand: each rounding is off by at most 2**-8 (0.4%) of the value,
+  against 2**-11 for float16. A value is rounded at most ``size`` times (each
+  hop of the ring, then once more), twice on 2 ranks. NaN and infinity survive.
+  Encoding and decoding cost CPU time (NumPy, about 1 ms per million values
+  each way), so compression pays where the link, not the CPU, is the limit.
 
 Use::
 
     ar = AllReduce(comm)                        # collective: every rank, same order
     h = ar.start(model.grads[a:b])              # returns at once; the thread works
     ...                                         # compute
-    ar.wait(h)                                  # the slice now holds the sum
+    ar.wait(h, timeout=120)                     # the slice now holds the sum
     ar.allreduce(buf)                           # start + wait
-    ar.close()                                  # collective too; or use `with AllReduce(comm) as ar:`
+    ar.close()                                  # collective too; or `with AllReduce(comm) as ar:`
 
 Every rank must start the same operations (same sizes, dtypes and modes) in
-the same order; operations may overlap (one per layer, say) and complete in any
-order. A buffer must not be read or written between ``start`` and the end of
-its ``wait``.
+the same order; operations may overlap (one per layer, say) and be waited for
+in any order. A buffer must not be read or written between ``start`` and the
+end of its ``wait``. ``wait`` raises TimeoutError when the sum is not complete
+within ``timeout`` seconds (a rank that never starts it, or died); the
+operation stays under way and a later ``wait`` may still complete it.
 """
 import threading
 import time
@@ -64,11 +76,13 @@ import numpy as np
 
 __all__ = ["AllReduce", "Handle", "bfloat16_encode", "bfloat16_decode", "DEFAULT_CHUNK_BYTES"]
 
-#: Bytes of float data per message. Large enough that per-message costs (a few
-#: microseconds of Python and MPI each) stay small against the transfer time of
-#: a 10 Gbit/s link (256 KiB take 0.2 ms), small enough that the pipeline fills
-#: quickly and a chunk's sum stays in cache.
-DEFAULT_CHUNK_BYTES = 256 * 1024
+#: Bytes of float data per message. MPICH's TCP provider completes about one
+#: message per progress call, so the chunks must be large enough that a
+#: gradient is a few messages (1 MiB: 0.84 ms on a 10 Gbit/s link; measured
+#: faster than 256 KiB over TCP, and as fast as MPI's blocking Allreduce), yet
+#: small enough that the additions of early chunks overlap the later ones'
+#: transfer.
+DEFAULT_CHUNK_BYTES = 1 << 20
 
 #: The progress thread sleeps this long between polls while messages are in flight.
 DEFAULT_POLL_S = 50e-6
@@ -280,9 +294,10 @@ class _PairOp:
 
     The same bytes per rank as the ring (the buffer once each way), but no step
     waits for another rank's partial result, so every message is posted at the
-    start and the additions run while later chunks are still on the wire. The
-    outgoing values are copied (or encoded) chunk by chunk into a send buffer
-    first, so a chunk's sum never waits for its send to complete. Rank 0
+    start and the additions run while later chunks are still on the wire. Exact
+    chunks are sent straight from the caller's buffer, and a chunk's sum is
+    written once its receive and its send have both completed; compressed
+    chunks are encoded into a send buffer first, so their sums never wait. Rank 0
     computes ``g0 + g1`` and rank 1 ``g1 + g0``: the same bits, since IEEE
     addition is commutative. Compressed, both ranks add the two bfloat16-rounded
     values in float32, so both again form the same sum.
@@ -303,7 +318,8 @@ class _PairOp:
         self.borrowed = []
         take = lambda n, dtype: engine.scratch(self, n, dtype)  # noqa: E731
         self.inbox = take(n, wire)
-        self.outbox = take(n, wire)
+        self.outbox = take(n, wire) if self.compress else buf  # exact: sent straight from buf
+        self.halfway = set()  # exact: chunks whose send or receive (not both) has completed
         if self.compress:
             longest = max(b - a for a, b in zip(self.bounds[:-1], self.bounds[1:]))
             self.wide = take(longest, np.float32)
@@ -321,12 +337,16 @@ class _PairOp:
             lo, hi = self.bounds[k], self.bounds[k + 1]
             if self.compress:
                 bfloat16_encode(self.buf[lo:hi], self.outbox[lo:hi], self.tmp[:hi - lo])
-            else:
-                self.outbox[lo:hi] = self.buf[lo:hi]
             self.pending += 1
-            post(comm.Isend(self.outbox[lo:hi], dest=self.peer, tag=self.tag0 + k), self, None)
+            post(comm.Isend(self.outbox[lo:hi], dest=self.peer, tag=self.tag0 + k), self,
+                 None if self.compress else (self.received, k, 1))
 
     def received(self, k, _):
+        """Chunk k arrived (or, exact, also: its send completed); add it once both happened."""
+        if not self.compress:  # sent straight from buf: add only once the chunk has also left
+            if k not in self.halfway:
+                self.halfway.add(k)
+                return
         lo, hi = self.bounds[k], self.bounds[k + 1]
         part = self.buf[lo:hi]
         if self.compress:
