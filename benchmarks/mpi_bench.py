@@ -263,14 +263,26 @@ def _time_many(comm, MPI, fns, reps):
         fn()
         fn()
     samples = {name: [] for name in fns}
+    cpu = dict.fromkeys(fns, 0.0)
     for _ in range(reps):
         for name, fn in fns.items():
             comm.Barrier()
+            c0 = _cpu_seconds()
             t0 = time.perf_counter()
             fn()
-            samples[name].append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
-    return {name: {"median_s": statistics.median(v), "min_s": min(v), "p25_s": float(np.percentile(v, 25))}
-            for name, v in samples.items()}
+            t1 = time.perf_counter()
+            cpu[name] += _cpu_seconds() - c0
+            samples[name].append(comm.allreduce(t1 - t0, op=MPI.MAX))
+    # CPU seconds of this process (every thread, user and kernel: TCP's copies are kernel time) per call,
+    # the larger of the ranks': less changed by other work on the machine than the wall time (a blocking
+    # MPI call spins, so its waiting counts too)
+    cpu = {name: comm.allreduce(c / reps, op=MPI.MAX) for name, c in cpu.items()}
+    return {name: {"median_s": statistics.median(v), "min_s": min(v), "p25_s": float(np.percentile(v, 25)),
+                   "cpu_s": cpu[name]} for name, v in samples.items()}
+
+
+def _cpu_seconds():
+    return time.process_time()  # every thread of the process, user and kernel time, at nanosecond resolution
 
 
 def bare_allreduces(comm, MPI, reps, ring=True):
@@ -338,7 +350,9 @@ def overlap_runs(comm, MPI, rows, reps, compress=None, algorithm="auto", progres
         fns = {"backward": backward_only, "allreduce": allreduce_only, "sequential": sequential,
                "overlapped": overlapped}
         timed = _time_many(comm, MPI, {k: (lambda fn: lambda: (fn(), clean()))(fn) for k, fn in fns.items()}, reps)
-    return {k: v["median_s"] for k, v in timed.items()}
+    out = {k: v["median_s"] for k, v in timed.items()}
+    out["cpu_s"] = {k: v["cpu_s"] for k, v in timed.items()}
+    return out
 
 
 def worker(args):
@@ -646,18 +660,23 @@ def link_markdown(res):
 
     if "progress" in res:
         lines += ["| progress | backward ms | all-reduce ms | one after the other ms | overlapped ms | "
-                  "hidden (share of the all-reduce) |", "|---|---|---|---|---|---|"]
+                  "hidden (share of the all-reduce) | CPU ms per rank: backward, all-reduce, overlapped |",
+                  "|---|---|---|---|---|---|---|"]
         for s in res["progress"]:
             hidden = s["sequential"] - s["overlapped"]
+            c = s.get("cpu_s", {})
+            cpu = ", ".join(f"{1e3 * c[k]:.1f}" for k in ("backward", "allreduce", "overlapped")) if c else "-"
             lines.append(f"| {s['name']} | {1e3 * s['backward']:.2f} | {1e3 * s['allreduce']:.2f} | "
                          f"{1e3 * s['sequential']:.2f} | {1e3 * s['overlapped']:.2f} | {1e3 * hidden:.2f} "
-                         f"({hidden / s['allreduce']:.0%}) |")
+                         f"({hidden / s['allreduce']:.0%}) | {cpu} |")
         return "\n".join(lines)
     if "sweep" in res:
         lines += ["| MPICH setting | blocking Allreduce ms (median / min) | fraction of bound (median / best) "
-                  "| fraction of socket ceiling (median) |", "|---|---|---|---|"]
+                  "| fraction of socket ceiling (median) | CPU ms per rank |", "|---|---|---|---|---|"]
         for s in res["sweep"]:
-            lines.append(f"| {s['name']} | {1e3 * s['median_s']:.2f} / {1e3 * s['min_s']:.2f} | {fractions(s)} |")
+            cpu = f"{1e3 * s['cpu_s']:.2f}" if "cpu_s" in s else "-"
+            lines.append(f"| {s['name']} | {1e3 * s['median_s']:.2f} / {1e3 * s['min_s']:.2f} | {fractions(s)} "
+                         f"| {cpu} |")
         return "\n".join(lines)
     single = res["single"][0]["samples_per_s"]
     lines += [f"One process (fastfit.fit, 1 thread, no MPI): {single:,.0f} samples/s.", "",
@@ -673,14 +692,15 @@ def link_markdown(res):
               f"loss {1e3 * p['loss']:.3f}, backward {1e3 * p['backward']:.2f} (layer shares "
               f"{', '.join(f'{s:.2f}' for s in p['backward_shares'])}), update {1e3 * p['update']:.2f}.", "",
               "| bare all-reduce (slowest rank) | median ms | min ms | fraction of bound (median / best) "
-              "| fraction of socket ceiling (median) |", "|---|---|---|---|---|"]
+              "| fraction of socket ceiling (median) | CPU ms per rank |", "|---|---|---|---|---|---|"]
     names = {"mpi": "MPI Allreduce (blocking)", "ring": "_allreduce, exact (pair schedule, thread)",
              "ring_bf16": "_allreduce, bfloat16 (pair schedule, thread)", "mpi_thread": "MPI Iallreduce + progress thread"}
     for key, label in names.items():
         b = r["bare"][key]
-        lines.append(f"| {label} | {1e3 * b['median_s']:.2f} | {1e3 * b['min_s']:.2f} | {fractions(b)} |")
+        cpu = f"{1e3 * b['cpu_s']:.2f}" if "cpu_s" in b else "-"
+        lines.append(f"| {label} | {1e3 * b['median_s']:.2f} | {1e3 * b['min_s']:.2f} | {fractions(b)} | {cpu} |")
     if bound:
-        lines.append(f"| bound 2(n-1)/n x bytes / rate | {1e3 * bound:.2f} | | | |")
+        lines.append(f"| bound 2(n-1)/n x bytes / rate | {1e3 * bound:.2f} | | | | |")
     for mode, key, layer_key in (("exact", "overlap", "ring_layers"), ("bfloat16", "overlap_bf16", "ring_bf16_layers")):
         o = r[key]
         hidden = o["sequential"] - o["overlapped"]
