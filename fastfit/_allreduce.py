@@ -499,16 +499,22 @@ class AllReduce:
         self.wait(self.start(buf), timeout)
         return buf
 
-    def close(self):
-        """Stop the thread and free the duplicated communicator (collective). Waits for nothing:
-        close only when every started operation has been waited for."""
+    def close(self, timeout=10.0):
+        """Stop the thread and free the duplicated communicator (collective): call it after every
+        started operation has been waited for. If operations are still under way after ``timeout``
+        seconds (a rank died mid-sum), TimeoutError; the thread is left to its daemon fate and
+        the communicator is not freed (MPI forbids freeing one with messages in flight)."""
         if self._closed:
             return
         with self._lock:
             self._closed = True
             self._wake.notify()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError(f"AllReduce.close: operations still under way after {timeout} s")
+        elif self._reqs or self._new:
+            raise RuntimeError("AllReduce.close: operations started but not waited for")
         try:
             self.comm.Free()
         except Exception:
@@ -517,8 +523,12 @@ class AllReduce:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *rest):
+        try:
+            self.close()
+        except (TimeoutError, RuntimeError):
+            if exc_type is None:
+                raise  # else the error already propagating says more
 
     # ---- engine
 
@@ -589,7 +599,7 @@ class AllReduce:
                 with self._lock:
                     while not self._closed and not self._new and not self._reqs:
                         self._wake.wait()
-                    if self._closed and not self._reqs:
+                    if self._closed and not self._reqs and not self._new:
                         return
                 if not self._step() and self.poll_s:
                     time.sleep(self.poll_s)

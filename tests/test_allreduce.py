@@ -185,3 +185,10 @@ def test_bad_input_is_refused_clearly(two):
     assert "not 'mpi'" in e["{'algorithm': 'mpi', 'compress': 'bfloat16'}"]
     assert e["{'algorithm': 'pair'}"] is None  # two ranks: allowed
     assert "poll_s must be" in e["{'poll_s': -1}"]
+
+
+@needs_mpiexec
+def test_close_with_an_operation_under_way_times_out(two):
+    message, done, thread_ended = two["close_pending"][0][0]["result"]
+    assert "still under way after 0.2 s" in message
+    assert done and thread_ended

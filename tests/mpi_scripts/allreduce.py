@@ -139,6 +139,26 @@ with AllReduce(comm) as ar:
         ar.allreduce(x, timeout=30)
     record("late_rank", timed_out=timed_out, sum_ok=bool(np.all(x == size * (size + 1) / 2)))
 
+# ---- close with an operation still under way: TimeoutError, not a hang
+ar = AllReduce(comm)
+x = np.ones(100)
+closing = None
+if rank == 0:
+    h = ar.start(x)
+    try:
+        ar.close(timeout=0.2)
+        closing = "closed"
+    except TimeoutError as exc:
+        closing = str(exc)
+    comm.Barrier()
+    ar._thread.join(30)  # the late rank joined: the sum completes and the closed engine's thread ends
+    closing = [closing, h.done, not ar._thread.is_alive()]
+else:
+    comm.Barrier()
+    ar.allreduce(x, timeout=30)
+    ar.close()
+record("close_pending", result=closing)
+
 # ---- bad input: a clear error naming the problem
 errors = {}
 with AllReduce(comm) as ar:
