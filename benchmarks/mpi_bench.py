@@ -387,6 +387,8 @@ def worker(args):
     out.update({"samples_per_s": args.rows / statistics.median(times), "epoch_s": times,
                 "allreduce_wait_s": waits, "step_ms": 1e3 * statistics.median(times) / steps,
                 "allreduce_wait_ms_per_step": 1e3 * statistics.median(waits) / steps})
+    # once the fit overlaps its all-reduce with the backward pass, its history says how much it hid
+    out["fit_overlap"] = {k: list(hist[k][1:]) for k in hist.keys() if "overlap" in k or "hidden" in k}
     if comm.size > 1:
         local = BATCH // comm.size
         out["parts"] = step_parts(local, 20, barrier=comm.Barrier)
@@ -686,6 +688,9 @@ def link_markdown(res):
         pred = predict(r["parts"], r["bare"]["mpi"]["median_s"])
         lines.append(f"| {i + 1} | {r['samples_per_s']:,.0f} | {r['step_ms']:.1f} | "
                      f"{r['allreduce_wait_ms_per_step']:.2f} | {1e3 * pred['no_overlap_s']:.1f} |")
+    for i, r in enumerate(res["mpi"]):
+        for key, values in (r.get("fit_overlap") or {}).items():
+            lines.append(f"\nFit run {i + 1}, history `{key}` per timed epoch: {values}")
     r = res["mpi"][0]
     p = r["parts"]
     lines += ["", f"Step parts on {p['rows']} rows, both ranks at once (ms): forward {1e3 * p['forward']:.2f}, "
