@@ -699,7 +699,8 @@ def link_markdown(res):
               "| bare all-reduce (slowest rank) | median ms | min ms | fraction of bound (median / best) "
               "| fraction of socket ceiling (median) | CPU ms per rank |", "|---|---|---|---|---|---|"]
     names = {"mpi": "MPI Allreduce (blocking)", "ring": "_allreduce, exact (pair schedule, thread)",
-             "ring_bf16": "_allreduce, bfloat16 (pair schedule, thread)", "mpi_thread": "MPI Iallreduce + progress thread"}
+             "ring_bf16": "_allreduce, bfloat16 (pair schedule, thread)",
+             "mpi_thread": "MPI Iallreduce + progress thread"}
     for key, label in names.items():
         b = r["bare"][key]
         cpu = f"{1e3 * b['cpu_s']:.2f}" if "cpu_s" in b else "-"

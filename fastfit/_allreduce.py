@@ -475,8 +475,15 @@ class AllReduce:
                 self._step()
                 if deadline is not None and time.perf_counter() > deadline:
                     break
-        elif not handle._event.wait(timeout):
-            pass
+        else:
+            while True:
+                left = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.perf_counter()))
+                if handle._event.wait(left):
+                    break
+                if self._thread_error is not None or not self._thread.is_alive():
+                    break
+                if deadline is not None and time.perf_counter() >= deadline:
+                    break
         if not handle.done:
             if self._thread_error is not None:
                 raise RuntimeError(f"the all-reduce progress thread failed: {self._thread_error!r}")
@@ -605,5 +612,8 @@ class AllReduce:
                     time.sleep(self.poll_s)
         except BaseException as exc:  # surfaced by wait()
             self._thread_error = exc
-            for act in self._acts:
-                act[0].handle._finish(exc)
+            with self._lock:
+                ops = {id(op): op for op, _ in self._acts}
+                ops.update((id(op), op) for op in self._new)
+            for op in ops.values():
+                op.handle._finish(exc)

@@ -49,7 +49,8 @@ for progress, algorithm in (("thread", "auto"), ("wait", "auto"), ("thread", "ri
                     mag = np.abs(g)
                     comm.Allreduce(MPI.IN_PLACE, mag, op=MPI.SUM)
                     err = float((np.abs(x.astype(np.float64) - expected) / np.maximum(mag, 1e-300)).max())
-                    record("exact", progress=progress, algorithm=algorithm, chunk=chunk_bytes, n=n, dtype=np.dtype(dtype).name,
+                    record("exact", progress=progress, algorithm=algorithm, chunk=chunk_bytes, n=n,
+                           dtype=np.dtype(dtype).name,
                            bitwise=bool(np.array_equal(x, expected)), rel_err=err, crc=crc(x))
 
 # ---- several operations at once, one per layer, waited for in any order
