@@ -84,8 +84,11 @@ __all__ = ["AllReduce", "Handle", "bfloat16_encode", "bfloat16_decode", "DEFAULT
 #: transfer.
 DEFAULT_CHUNK_BYTES = 1 << 20
 
-#: The progress thread sleeps this long between polls while messages are in flight.
+#: The progress thread sleeps this long between polls while messages are in flight,
+#: doubling while nothing completes, up to DEFAULT_MAX_POLL_S (a 1 MiB chunk takes
+#: 0.84 ms on a 10 Gbit/s link, 8.4 ms on 1 Gbit/s).
 DEFAULT_POLL_S = 50e-6
+DEFAULT_MAX_POLL_S = 400e-6
 
 COMPRESS_MODES = (None, "bfloat16")
 ALGORITHMS = ("auto", "pair", "ring", "mpi")
@@ -421,6 +424,7 @@ class AllReduce:
         self.size = self.comm.Get_size()
         self.compress, self.algorithm = compress, algorithm
         self.chunk_bytes, self.poll_s = chunk_bytes, float(poll_s)
+        self.max_poll_s = max(self.poll_s, DEFAULT_MAX_POLL_S)
         tag_ub = self.comm.Get_attr(MPI.TAG_UB)
         self._tag_limit = int(tag_ub) if tag_ub else 32767
         self._next_tag = 0
@@ -601,6 +605,7 @@ class AllReduce:
         return True
 
     def _run(self):
+        idle = 0
         try:
             while True:
                 with self._lock:
@@ -608,8 +613,13 @@ class AllReduce:
                         self._wake.wait()
                     if self._closed and not self._reqs and not self._new:
                         return
-                if not self._step() and self.poll_s:
-                    time.sleep(self.poll_s)
+                if self._step():
+                    idle = 0
+                elif self.poll_s:
+                    # back off while nothing completes (a slow link), up to max_poll_s: fewer
+                    # wake-ups take less CPU time from the computing thread
+                    time.sleep(min(self.poll_s * (1 << min(idle, 16)), self.max_poll_s))
+                    idle += 1
         except BaseException as exc:  # surfaced by wait()
             self._thread_error = exc
             with self._lock:
