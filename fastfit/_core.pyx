@@ -162,6 +162,10 @@ cdef class Network:
         return self.v.n_params
 
     @property
+    def n_layers(self):
+        return self.v.L
+
+    @property
     def activation_width(self):
         """Entries of activations per batch row: d_1 + ... + d_L."""
         return sum(self.sizes[1:])
@@ -198,6 +202,7 @@ cdef class Workspace:
     cdef void *part_grads[MAX_PARTS]  # NULL for part 0: it writes the network's gradient
     cdef readonly Py_ssize_t capacity
     cdef readonly int parts
+    cdef readonly Py_ssize_t rows_in_use  # the rows gradient_head last worked on
     cdef readonly cnp.ndarray acts, scratch, xbuf, ybuf, lbuf
     cdef readonly list part_buffers
 
@@ -482,31 +487,41 @@ cdef inline int update_stretch(const NetView *net, const RuleView *rule, const f
                          <float *>rule.v + start if rule.v != NULL else NULL, n, rule.n_threads)
 
 
+cdef void output_bias_grad(const NetView *net, Py_ssize_t B, floating *acts) noexcept nogil:
+    """db_{L-1} = column sums of dL/dF_L (in the output slot of acts): where backward starts."""
+    colsum(acts + B * net.aoff[net.L - 1], B, net.dims[net.L],
+           <floating *>net.grads + net.boff[net.L - 1])
+
+
+cdef void backward_layer(const NetView *net, const floating *X, Py_ssize_t B, floating *acts,
+                         floating *scratch, int k) noexcept nogil:
+    """Layer k of the backward pass, given dF_k in acts (dL/dF_k, written over layer k's output):
+
+    dW_k = dF_k^T H_k;  dH_k = dF_k W_k;  dF_{k-1} = 1[H_k > 0] * dH_k, written over H_k
+    (spent by then), with db_{k-1} its column sums. After it, W_k and b_k's gradients are
+    final. The first layer's input gradient is never needed, so k = 0 stops at dW_0."""
+    cdef const floating *params = <const floating *>net.params
+    cdef floating *grads = <floating *>net.grads
+    cdef int d_in = net.dims[k], d_out = net.dims[k + 1]
+    cdef floating *dF = acts + B * net.aoff[k]
+    cdef floating *H = <floating *>X if k == 0 else acts + B * net.aoff[k - 1]
+    weight_grad_product(dF, H, B, d_in, d_out, grads + net.woff[k])
+    if k > 0:
+        input_grad_product(dF, params + net.woff[k], B, d_in, d_out, scratch)
+        mask_colsum(scratch, H, B, d_in, grads + net.boff[k - 1])
+
+
 cdef int backward_pass(const NetView *net, const floating *X, Py_ssize_t B, floating *acts,
                        floating *scratch, const RuleView *rule, const ff_rule *c,
                        double weight_penalty) noexcept nogil:
-    """Gradients of every W_k, b_k from dL/dF_L (already in the output slot of acts).
-
-    dW_k = dF_k^T H_k;  db_k = column sums of dF_k;  dH_k = dF_k W_k;
-    dF_{k-1} = 1[H_k > 0] * dH_k, written over H_k, which is spent by then.
-    With a rule (rule != NULL), layer k is updated as soon as dW_k and db_k are
-    final and W_k has served dH_k. Returns nonzero when an update made a
+    """Gradients of every W_k, b_k from dL/dF_L (already in the output slot of acts), layer by
+    layer from the last. With a rule (rule != NULL), layer k is updated as soon as its
+    gradient is final and W_k has served dH_k. Returns nonzero when an update made a
     parameter non-finite (the pass then stops)."""
-    cdef const floating *params = <const floating *>net.params
-    cdef floating *grads = <floating *>net.grads
-    cdef floating *dF
-    cdef const floating *H
-    cdef int k, d_in, d_out
-    dF = acts + B * net.aoff[net.L - 1]
-    colsum(dF, B, net.dims[net.L], grads + net.boff[net.L - 1])
+    cdef int k
+    output_bias_grad(net, B, acts)
     for k in range(net.L - 1, -1, -1):
-        d_in, d_out = net.dims[k], net.dims[k + 1]
-        dF = acts + B * net.aoff[k]
-        H = X if k == 0 else acts + B * net.aoff[k - 1]
-        weight_grad_product(dF, H, B, d_in, d_out, grads + net.woff[k])
-        if k > 0:  # the first layer's input gradient is never needed
-            input_grad_product(dF, params + net.woff[k], B, d_in, d_out, scratch)
-            mask_colsum(scratch, <floating *>H, B, d_in, grads + net.boff[k - 1])
+        backward_layer(net, X, B, acts, scratch, k)
         if rule != NULL and update_layer(net, rule, c, k, weight_penalty):
             return 1
     return 0
@@ -743,8 +758,58 @@ def batch_gradient(Network net, Workspace ws, Dataset data, Objective objective,
     return total, hits
 
 
-def update(Network net, UpdateRule rule, double lr, double lr_next, long long t, double weight_penalty):
-    """The second part of a step: the optimizer's rule over every layer, from net.grads.
+def gradient_head(Network net, Workspace ws, Dataset data, Objective objective,
+                  const Py_ssize_t[::1] rows, Py_ssize_t scale_rows):
+    """``batch_gradient`` up to the backward pass: gather, forward, the loss and dL/dF_L, and
+    the last layer's bias gradient. ``gradient_layer`` then takes the layers one at a time,
+    from the last, so that a layer's gradient can be sent while the next is computed.
+    Returns (sum_i l_i, the outputs predicted right). Needs a workspace of one part."""
+    cdef Py_ssize_t B = rows.shape[0], hits = 0
+    cdef double total
+    cdef double scale = loss_scale(&objective.v, scale_rows)
+    cdef const Py_ssize_t *first = &rows[0] if B > 0 else NULL
+    if ws.parts != 1 or B > ws.capacity:
+        raise ValueError("gradient_head needs a one-part workspace holding the rows")
+    with nogil:
+        if net.v.f64:
+            total = head_typed(&net.v, &ws.v, &data.v, &objective.v, first, B, scale, &hits, <double *>NULL)
+        else:
+            total = head_typed(&net.v, &ws.v, &data.v, &objective.v, first, B, scale, &hits, <float *>NULL)
+    ws.rows_in_use = B
+    return total, hits
+
+
+cdef double head_typed(const NetView *net, const WorkView *ws, const DataView *data, const LossView *loss,
+                       const Py_ssize_t *rows, Py_ssize_t B, double scale, Py_ssize_t *hits,
+                       floating *typed) noexcept nogil:
+    cdef floating *acts = <floating *>ws.acts
+    cdef floating *out
+    cdef double total
+    gather(data, rows, B, ws, sizeof(floating))
+    forward_pass(net, <floating *>ws.xbuf, B, acts)
+    out = acts + B * net.aoff[net.L - 1]
+    total = loss_and_grad(loss.kind, scale, out, B, net.dims[net.L], <floating *>ws.ybuf, ws.lbuf, out, hits)
+    output_bias_grad(net, B, acts)
+    return total
+
+
+def gradient_layer(Network net, Workspace ws, int k):
+    """Layer k of the backward pass of the batch ``gradient_head`` began (layers in order
+    L-1, ..., 0): afterwards W_k's and b_k's gradients are final."""
+    cdef Py_ssize_t B = ws.rows_in_use
+    if not 0 <= k < net.v.L:
+        raise ValueError(f"k must be a layer index in [0, {net.v.L}), got {k}")
+    with nogil:
+        if net.v.f64:
+            backward_layer(&net.v, <double *>ws.v.xbuf, B, <double *>ws.v.acts, <double *>ws.v.scratch, k)
+        else:
+            backward_layer(&net.v, <float *>ws.v.xbuf, B, <float *>ws.v.acts, <float *>ws.v.scratch, k)
+
+
+def update(Network net, UpdateRule rule, double lr, double lr_next, long long t, double weight_penalty,
+           int first_layer=0, int end_layer=-1):
+    """The second part of a step: the optimizer's rule over layers first_layer .. end_layer-1
+    (all by default), from net.grads.
 
     t: steps taken before this one; lr, lr_next: the learning rates of steps t
     and t+1 (the second only for Nesterov's look-ahead); weight_penalty: the
@@ -752,9 +817,13 @@ def update(Network net, UpdateRule rule, double lr, double lr_next, long long t,
     scale), 0 for none. Returns True when a new parameter is not finite."""
     cdef ff_rule c
     cdef int k, bad = 0
+    if end_layer < 0:
+        end_layer = net.v.L
+    if not 0 <= first_layer <= end_layer <= net.v.L:
+        raise ValueError(f"layers [{first_layer}, {end_layer}) are not within [0, {net.v.L}]")
     with nogil:
         c = step_coefficients(&rule.v, lr, lr_next, t)
-        for k in range(net.v.L - 1, -1, -1):
+        for k in range(end_layer - 1, first_layer - 1, -1):
             bad |= update_layer(&net.v, &rule.v, &c, k, weight_penalty)
     return bad != 0
 

@@ -313,13 +313,24 @@ def _default_threads(local_batch, model, ranks_here):
 
 # ---------------------------------------------------------------- the runner
 
+#: Layers whose gradients together hold fewer bytes than this are sent as one message.
+BUCKET_BYTES = 1 << 20
+
+
 class DistributedRunner(LocalRunner):
     """Runs of steps across the ranks: each step is the compiled batch gradient of this
-    rank's slice of the global batch, one all-reduce of the gradient buffer, and the
-    compiled update, identical on every rank. The epoch loop is fastfit.training's."""
+    rank's slice of the global batch, an all-reduce of the gradient buffer, and the
+    compiled update, identical on every rank. The epoch loop is fastfit.epochs'.
 
-    def __init__(self, model, a, n_threads, coll, checkpoint):
-        self.coll, self.checkpoint = coll, checkpoint
+    With ``allreduce`` (a ``fastfit._allreduce.AllReduce``) the backward pass runs a
+    layer at a time, from the last: each bucket of layers (at least BUCKET_BYTES, or
+    the rest) starts its sum as soon as its gradient is final, the sum proceeds on the
+    AllReduce's thread while the earlier layers are computed, and each bucket is
+    updated once its own sum is in. Otherwise one MPI all-reduce of the whole buffer
+    follows the whole backward pass."""
+
+    def __init__(self, model, a, n_threads, coll, checkpoint, allreduce=None):
+        self.coll, self.checkpoint, self.allreduce = coll, checkpoint, allreduce
         self.capacity = -(-a.batch_size // coll.size)  # the largest slice a rank gets
         super().__init__(model, a, n_threads)
         self.needs_phi = self.needs_phi or checkpoint is not None
@@ -349,19 +360,37 @@ class DistributedRunner(LocalRunner):
             start, stop = j * a.batch_size, min((j + 1) * a.batch_size, a.N)
             lo, hi = _shard(stop - start, coll.rank, coll.size)
             data, rows = self._rank_data(order[start + lo:start + hi])
-            local, local_hits = _core.batch_gradient(model._net, self.ws, data, self.objective, rows, stop - start)
+            penalty = a.loss.l2 * a.loss.grad_scale(stop - start, model.n_outputs)
+            if self.allreduce is None:
+                local, local_hits = _core.batch_gradient(model._net, self.ws, data, self.objective, rows,
+                                                         stop - start)
+                buckets = None
+            else:
+                local, local_hits = _core.gradient_head(model._net, self.ws, data, self.objective, rows,
+                                                        stop - start)
+                buckets = self._backward_sending()
             bad = not math.isfinite(local)
             stats[:] = (0.0 if bad else local, local_hits, float(bad),
                         float(self.interrupt is not None and self.interrupt.raised))
             t_wait = time.perf_counter()
-            requests = [coll.comm.Iallreduce(MPI.IN_PLACE, stats, op=MPI.SUM),
-                        coll.comm.Iallreduce(MPI.IN_PLACE, grads, op=MPI.SUM)]
+            requests = [coll.comm.Iallreduce(MPI.IN_PLACE, stats, op=MPI.SUM)]
+            if buckets is None:
+                requests.append(coll.comm.Iallreduce(MPI.IN_PLACE, grads, op=MPI.SUM))
             coll.wait(requests, "gradient all-reduce")
+            update_bad = False
+            if buckets is None:
+                if not stats[2]:
+                    update_bad = _core.update(model._net, self.rule, lrs[s], lrs[s + 1], t0 + s, penalty)
+            else:  # each bucket's update as soon as its sum is in (every bucket is waited for)
+                for first_layer, end_layer, handle in buckets:
+                    self._wait_sum(handle)
+                    if not stats[2]:
+                        update_bad |= _core.update(model._net, self.rule, lrs[s], lrs[s + 1], t0 + s, penalty,
+                                                   first_layer, end_layer)
             self.wait_s += time.perf_counter() - t_wait
             if stats[2]:
                 return total, hits, s, RunResult.LOSS_NOT_FINITE
-            penalty = a.loss.l2 * a.loss.grad_scale(stop - start, model.n_outputs)
-            if _core.update(model._net, self.rule, lrs[s], lrs[s + 1], t0 + s, penalty):
+            if update_bad:
                 return total, hits, s, RunResult.UPDATE_NOT_FINITE
             total += stats[0]
             hits += int(stats[1])
@@ -369,6 +398,27 @@ class DistributedRunner(LocalRunner):
                 self.stopped_by_interrupt = True
                 return total, hits, s + 1, RunResult.CONTINUE
         return total, hits, n, RunResult.CONTINUE
+
+    def _backward_sending(self):
+        """The backward pass a layer at a time, each bucket's sum started as soon as it is final.
+        Returns [(first layer, end layer, handle)], last layers first."""
+        net, ws, grads = self.model._net, self.ws, self.model.grads
+        itemsize = grads.itemsize
+        buckets, end = [], net.n_layers
+        for k in range(net.n_layers - 1, -1, -1):
+            _core.gradient_layer(net, ws, k)
+            lo = int(net.woff[k])
+            hi = int(net.woff[end]) if end < net.n_layers else grads.shape[0]
+            if (hi - lo) * itemsize >= BUCKET_BYTES or k == 0:
+                buckets.append((k, end, self.allreduce.start(grads[lo:hi])))
+                end = k
+        return buckets
+
+    def _wait_sum(self, handle):
+        try:
+            self.allreduce.wait(handle, timeout=self.coll.timeout)
+        except TimeoutError:
+            self.coll._fail("gradient all-reduce", "no answer")
 
     def interrupted(self, interrupt):
         self.interrupt = interrupt
@@ -446,7 +496,7 @@ def evaluate(model, X, y, loss, comm=None, timeout=DEFAULT_TIMEOUT):
 def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, comm=None,
         shuffle=True, drop_last=False, n_threads=None, validation_data=None, validation_split=0.0,
         early_stopping=False, patience=5, min_delta=0.0, restore_best=True, callbacks=None,
-        checkpoint=None, timeout=DEFAULT_TIMEOUT, verbose="auto"):
+        checkpoint=None, timeout=DEFAULT_TIMEOUT, verbose="auto", overlap=False, compress=None):
     """``fastfit.fit`` across the ranks of ``comm`` (default ``MPI.COMM_WORLD``); returns a History.
 
     Call it on every rank with the same arguments. ``batch_size`` is the global
@@ -465,6 +515,14 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
     threads per rank (default: one for small steps, else the node's cores
     shared among its ranks). ``timeout``: seconds any collective may wait for
     the other ranks before RankFailureError (then the job is aborted at exit).
+
+    ``overlap=True`` sends each bucket of layers' gradient as soon as the backward
+    pass has produced it, on a thread of fastfit._allreduce, while the earlier
+    layers are computed; the result is the same as without it (the same sums,
+    docs/distributed.md). ``compress="bfloat16"`` (float32 models; implies
+    overlap) sends the gradient as bfloat16, summed in float32: half the bytes,
+    no longer bit-equal to one process (each value rounded to 8 significant bits
+    on the wire), tested to converge like the exact fit.
     """
     MPI = _mpi()
     comm = MPI.COMM_WORLD if comm is None else comm
@@ -475,6 +533,12 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
     # ---- local checks: deterministic, so every rank given the same arguments agrees
     if seed is None:
         raise ValueError("distributed fit needs an explicit seed: every rank must draw the same batches")
+    if compress not in (None, "bfloat16"):
+        raise ValueError(f"compress must be None or 'bfloat16', got {compress!r}")
+    if compress is not None and np.dtype(model.dtype) != np.float32:
+        raise ValueError("compress='bfloat16' needs a float32 model (its sums are formed in float32)")
+    if not isinstance(overlap, (bool, np.bool_)):
+        raise TypeError(f"overlap must be True or False, got {overlap!r}")
     a = check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, validation_data,
                             validation_split, early_stopping, drop_last, patience, min_delta, callbacks, verbose,
                             as_rows=lambda arr, name: _SharedRows(arr, name, model.n_inputs, model.dtype))
@@ -490,7 +554,7 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
                  ("shuffle", bool(shuffle)), ("drop_last", bool(drop_last)),
                  ("validation rows", -1 if a.val is None else a.val[4] - a.val[3]),
                  ("early_stopping", (bool(early_stopping), a.patience, float(a.min_delta), bool(restore_best))),
-                 ("checkpoint", checkpoint is not None)]
+                 ("checkpoint", checkpoint is not None), ("overlap", bool(overlap)), ("compress", repr(compress))]
         ranks_here = _check_same_everywhere(coll, items)
         _check_finite_sharded(coll, a.rows.X, "X", model.dtype)
         if a.val is not None and a.val[0] is not a.rows:
@@ -512,10 +576,16 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
         else:
             n_threads = _checks.positive_int(n_threads, "n_threads")
         model._last_X = None
-        runner = DistributedRunner(model, a, n_threads, coll, checkpoint)
+        sums = None
+        if overlap or compress is not None:
+            from ._allreduce import AllReduce  # its progress thread only when asked for
+            sums = AllReduce(comm, compress=compress)
+        runner = DistributedRunner(model, a, n_threads, coll, checkpoint, sums)
         try:
             with _threads.blas_threads(n_threads):
                 return run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle,
                                   rank0=coll.rank == 0)
         finally:
             coll.where = (None, None)
+            if sums is not None:
+                sums.close(timeout=coll.timeout)

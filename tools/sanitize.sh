@@ -65,15 +65,15 @@ case "$SELF_TEST" in
     asan)
         # ff_colsum_* computes the output layer's bias gradient, the last slice of
         # model.grads: db[cols] is one element past the end of the NumPy buffer.
-        sed -i 's|for (size_t j = 0; j < cols; j++) db\[j\] = 0;  |for (size_t j = 0; j <= cols; j++) db[j] = 0; |' csrc/kernels.c
-        grep -q 'j <= cols; j++) db\[j\] = 0' csrc/kernels.c || { echo "self-test: injection failed"; exit 2; }
-        echo "== self-test: injected an out-of-bounds write (db[cols]) into the temp copy's csrc/kernels.c"
+        perl -0pi -e 's/for \(size_t j = 0; j < cols; j\+\+\)\n        db\[j\] = 0;/for (size_t j = 0; j <= cols; j++)\n        db[j] = 0;/' csrc/passes_impl.h
+        grep -q 'j <= cols; j++)' csrc/passes_impl.h || { echo "self-test: injection failed"; exit 2; }
+        echo "== self-test: injected an out-of-bounds write (db[cols]) into the temp copy's csrc/passes_impl.h"
         ;;
     ubsan)
         # ff_bias_act_* (every forward pass): INT_MAX + rows overflows a signed int.
-        sed -i '/T \*restrict row = f + i \* cols;  /a\        { volatile int ff_big = 2147483647; ff_big = ff_big + (int)rows; (void)ff_big; } \\' csrc/kernels.c
-        grep -q 'ff_big = ff_big + (int)rows' csrc/kernels.c || { echo "self-test: injection failed"; exit 2; }
-        echo "== self-test: injected a signed integer overflow into the temp copy's csrc/kernels.c"
+        sed -i '/T \*restrict row = f + i \* cols;/a\        { volatile int ff_big = 2147483647; ff_big = ff_big + (int)rows; (void)ff_big; }' csrc/passes_impl.h
+        grep -q 'ff_big = ff_big + (int)rows' csrc/passes_impl.h || { echo "self-test: injection failed"; exit 2; }
+        echo "== self-test: injected a signed integer overflow into the temp copy's csrc/passes_impl.h"
         ;;
     *) echo "unknown self-test '$SELF_TEST' (asan or ubsan)"; exit 2 ;;
 esac

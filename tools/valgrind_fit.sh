@@ -55,9 +55,9 @@ cd "$WORK"
 if [ "$SELF_TEST" = 1 ]; then
     # ff_colsum_* writes the output layer's bias gradient, the last slice of model.grads:
     # db[cols] is one element past the end of the NumPy buffer.
-    sed -i 's|for (size_t j = 0; j < cols; j++) db\[j\] = 0;  |for (size_t j = 0; j <= cols; j++) db[j] = 0; |' csrc/kernels.c
-    grep -q 'j <= cols; j++) db\[j\] = 0' csrc/kernels.c || { echo "self-test: injection failed"; exit 2; }
-    echo "== self-test: injected an out-of-bounds write (db[cols]) into the temp copy's csrc/kernels.c"
+    perl -0pi -e 's/for \(size_t j = 0; j < cols; j\+\+\)\n        db\[j\] = 0;/for (size_t j = 0; j <= cols; j++)\n        db[j] = 0;/' csrc/passes_impl.h
+    grep -q 'j <= cols; j++)' csrc/passes_impl.h || { echo "self-test: injection failed"; exit 2; }
+    echo "== self-test: injected an out-of-bounds write (db[cols]) into the temp copy's csrc/passes_impl.h"
 fi
 
 echo "== building (release flags, $($CC --version | head -1))"

@@ -36,7 +36,7 @@ def rel(a, b):
 
 
 def case(name, sizes, n, make_opt, batch_size, epochs=3, loss="cross_entropy", memmap=False,
-         validation=False, drop_last=False, targets="labels"):
+         validation=False, drop_last=False, targets="labels", overlap=False):
     rng = np.random.default_rng(7)
     X = rng.standard_normal((n, sizes[0]))
     if targets == "labels":
@@ -59,7 +59,8 @@ def case(name, sizes, n, make_opt, batch_size, epochs=3, loss="cross_entropy", m
         Xd = np.load(path, mmap_mode="r")
     model = ff.MLP(sizes, dtype=np.float64, seed=rank)  # different on purpose: rank 0's is broadcast
     opt = make_opt()
-    hist = ff.fit(model, Xd, y, loss, opt, comm=comm, timeout=60, **kwargs)  # ff.fit hands comm= to distributed.fit
+    hist = ff.fit(model, Xd, y, loss, opt, comm=comm, timeout=60, overlap=overlap,
+                  **kwargs)  # ff.fit hands comm= to distributed.fit
     # every rank holds the same parameters and history, bit for bit
     params_all = comm.gather(model.params, root=0)
     hist_all = comm.gather({k: v for k, v in hist.history.items() if k not in ("time", "samples_per_s",
@@ -103,6 +104,12 @@ CASES = {
                          make_opt=lambda: ff.SGD(ff.StepDecay(0.05, 10, 0.5), momentum=0.9, nesterov=True)),
     "bce_drop_last": dict(sizes=(3, 8, 2), n=90, batch_size=16, loss="bce", targets="binary",
                           make_opt=lambda: ff.Adam(0.01), drop_last=True, validation=True),
+    # each layer's sum started as soon as the backward pass produced it (one bucket per layer
+    # here: BUCKET_BYTES is lowered in main), with the L2 penalty, and with empty slices
+    "adam_overlap": dict(sizes=(5, 16, 16, 3), n=200, make_opt=lambda: ff.AdamW(0.01), batch_size=32,
+                         loss=ff.SoftmaxCrossEntropy(l2=0.1), overlap=True),
+    "ragged_overlap": dict(sizes=(4, 12, 3), n=2 * 33 + 1, batch_size=33, overlap=True,
+                           make_opt=lambda: ff.SGD(0.05, momentum=0.9, nesterov=True)),
 }
 
 
@@ -163,6 +170,7 @@ def checkpoint():
 
 
 def main():
+    distributed.BUCKET_BYTES = 64  # small layers still travel one bucket each
     out_path = sys.argv[1]
     only = sys.argv[2:] or list(CASES)
     results = {"size": size}
