@@ -7,6 +7,7 @@ import zipfile
 import numpy as np
 
 import fastfit as ff
+from fastfit import _threads
 from fastfit import reference as ref
 
 #: Agreement required between the compiled core and the reference (README: guarantees).
@@ -61,19 +62,22 @@ def replay_steps(model, optimizer, loss, X, y, batch_size, n_steps, seed):
     rng = np.random.default_rng(seed)
     n = len(X)
     n_batches = -(-n // batch_size)
-    optimizer.prepare(model)
-    done = 0
-    while done < n_steps:
-        order = rng.permutation(n)
-        for j in range(n_batches):
-            if done == n_steps:
-                break
-            rows = order[j * batch_size:(j + 1) * batch_size]
-            _, dout = loss.value_and_grad(model.forward(X[rows]), y[rows])
-            model.backward(dout)
-            optimizer.step(model)
-            done += 1
-    optimizer.finalize(model)
+    # one BLAS thread, as fit uses for steps this small: the step API leaves BLAS at its
+    # default count, which makes small products many times slower on a busy machine
+    with _threads.blas_threads(1):
+        optimizer.prepare(model)
+        done = 0
+        while done < n_steps:
+            order = rng.permutation(n)
+            for j in range(n_batches):
+                if done == n_steps:
+                    break
+                rows = order[j * batch_size:(j + 1) * batch_size]
+                _, dout = loss.value_and_grad(model.forward(X[rows]), y[rows])
+                model.backward(dout)
+                optimizer.step(model)
+                done += 1
+        optimizer.finalize(model)
     return model
 
 
