@@ -311,3 +311,32 @@ def test_a_model_too_large_for_memory_is_refused_before_allocating():
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20 and time.perf_counter() - t0 < 1.0
+
+
+def _nesterov_fitted():
+    model, opt = ff.MLP([6, 16, 3], seed=1), ff.SGD(0.1, momentum=0.9, nesterov=True)
+    ff.fit(model, X_STOP, Y_STOP, loss="cross_entropy", optimizer=opt, batch_size=16, epochs=1, verbose=0)
+    huge = opt.state_dict()
+    huge["hyper"] = {**huge["hyper"], "lr": 1e308}   # lr * momentum * m is beyond float32
+    opt.load_state_dict(huge)
+    return model, opt
+
+
+def test_a_nesterov_look_ahead_beyond_the_dtype_stops_the_fit_with_the_model_untouched():
+    model, opt = _nesterov_fitted()
+    before, m_before = model.params.copy(), opt.state_buffers()["m"].copy()
+    with pytest.raises(ff.NonFiniteLossError, match="look-ahead point psi .* is not finite in float32") as info:
+        ff.fit(model, X_STOP, Y_STOP, loss="cross_entropy", optimizer=opt, batch_size=16, epochs=2, verbose=0)
+    assert info.value.history.epochs == 0 and (info.value.epoch, info.value.step) == (1, 1)
+    np.testing.assert_array_equal(model.params, before)
+    np.testing.assert_array_equal(opt.state_buffers()["m"], m_before)
+    assert opt.t == 6 and not opt._lookahead
+
+
+def test_nesterov_prepare_refuses_a_look_ahead_beyond_the_dtype_and_leaves_the_model_untouched():
+    model, opt = _nesterov_fitted()
+    before = model.params.copy()
+    with pytest.raises(FloatingPointError, match="look-ahead point"):
+        opt.prepare(model)
+    np.testing.assert_array_equal(model.params, before)
+    assert not opt._lookahead
