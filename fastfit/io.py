@@ -228,6 +228,10 @@ def _optimizer_entries(optimizer, model):
     if bound is not None and (tuple(bound["sizes"]) != tuple(model.sizes) or bound["dtype"] != model.dtype.name):
         raise ValueError(f"the optimizer holds state for a {bound['dtype']} model of sizes {bound['sizes']}, "
                          f"not for this model ({model!r}): save it with the model it trains")
+    for name, buffer in state["buffers"].items():
+        if not _checks.all_finite(buffer):
+            raise ValueError(f"cannot save the optimizer: its state {name!r} holds NaN or infinity, and load "
+                             "refuses such a file (a learning rate or inputs too large for the dtype?)")
     hyper = {k: (_schedule_spec(v) if k == "lr" else _plain(v, f"{cls.__name__}.{k}"))
              for k, v in state["hyper"].items()}
     arrays = {_OPT_PREFIX + name: np.ascontiguousarray(arr) for name, arr in state["buffers"].items()}

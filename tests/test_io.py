@@ -189,6 +189,16 @@ def test_refuses_optimizer_of_another_model(tmp_path):
     assert _files(tmp_path) == []
 
 
+def test_save_refuses_an_optimizer_state_that_load_would_refuse(tmp_path):
+    X, y = _data()
+    model, opt = ff.MLP([6, 4, 3], seed=0), ff.Adam()
+    ff.fit(model, X, y, loss="cross_entropy", optimizer=opt, epochs=1, verbose=0)
+    opt.state_buffers()["v"][3] = np.inf
+    with pytest.raises(ValueError, match="state 'v' holds NaN or infinity"):
+        io.save(model, tmp_path / "m.npz", optimizer=opt)
+    assert _files(tmp_path) == []
+
+
 def test_atomic_write_keeps_old_file_on_crash(tmp_path, monkeypatch):
     old = ff.MLP([5, 4, 2], seed=0)
     path = tmp_path / "m.npz"
