@@ -519,14 +519,15 @@ def _optimizer_from(path, meta, archive, model, version):
         if not isinstance(hyper, dict):
             raise ValueError("its optimizer's hyper-parameters are malformed")
         state["hyper"] = {k: (_schedule_from_spec(v) if k == "lr" else _unplain(v)) for k, v in hyper.items()}
-        # the state buffers: only the names this optimizer keeps, each read as a model-sized array
+        # the state buffers: only the names this optimizer keeps (none before it is bound to a
+        # model), each read as a model-sized array
         keys = state["buffers"]
-        expected = _optim.OPTIMIZERS[state["type"]](**state["hyper"]).state_names
+        if keys and state["bound"] is None:
+            raise ValueError(f"it has state buffers {sorted(keys)} but no model they belong to ('bound')")
+        expected = _optim.OPTIMIZERS[state["type"]](**state["hyper"]).state_names if state["bound"] else ()
         if sorted(keys) != sorted(expected):
             raise ValueError(f"it lists the state buffers {sorted(keys)}, but the optimizer it describes "
                              f"({state['type']}) keeps {sorted(expected) if expected else 'none'}")
-        if keys and state["bound"] is None:
-            raise ValueError(f"it has state buffers {sorted(keys)} but no model they belong to ('bound')")
         state["buffers"] = {name: archive.array(key, model.dtype, (model.n_params,),
                                                 f"the optimizer's state {name!r}")
                             for name, key in keys.items()}

@@ -210,6 +210,11 @@ def fuzz(directory, seed):
     data_rng = np.random.default_rng(1)
     target = os.path.join(directory, "variant.npz")
     for name, path in _base_files(directory):
+        try:   # the genuine file loads
+            io.load(path, return_optimizer=True)
+        except Exception as exc:  # noqa: BLE001 - reported
+            counts["unexpected"] += 1
+            print(f"UNEXPECTED: the genuine file {name} does not load: {type(exc).__name__}: {exc}", flush=True)
         for description, write in _variants(name, path, rng):
             write(target)
             stage = "load"

@@ -117,6 +117,20 @@ def test_resume_is_exact(tmp_path, name, dtype):
         np.testing.assert_array_equal(a[name], b[name])
 
 
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_an_optimizer_saved_before_its_first_step_loads_unbound(tmp_path, name):
+    X, y = _data()
+    model = ff.MLP([6, 16, 3], seed=3)
+    io.save(model, tmp_path / "fresh.npz", optimizer=OPTIMIZERS[name]())
+    loaded, opt = io.load(tmp_path / "fresh.npz", return_optimizer=True)
+    assert opt.t == 0 and opt.state_dict()["bound"] is None and opt.state_buffers() == {}
+    assert repr(opt) == repr(OPTIMIZERS[name]())
+    fresh, fresh_opt = ff.MLP([6, 16, 3], seed=3), OPTIMIZERS[name]()
+    for m, o in ((loaded, opt), (fresh, fresh_opt)):
+        ff.fit(m, X, y, loss="cross_entropy", optimizer=o, batch_size=16, epochs=1, verbose=0)
+    np.testing.assert_array_equal(loaded.params, fresh.params)
+
+
 def test_resume_exact_mid_nesterov_step_api(tmp_path):
     """Saved between step() calls (parameters at Nesterov's look-ahead point), resuming is still exact."""
     X, y = _data(n=32)
