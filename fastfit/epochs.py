@@ -315,11 +315,23 @@ def run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle,
     """The epoch loop shared by fit and the distributed fit; returns the History."""
     loss, optimizer, N, n_batches = a.loss, a.optimizer, a.N, a.n_batches
     history = History()
+
+    def move(to_point, epoch, step):
+        """Nesterov's prepare or finalize; a point not finite in the model's dtype stops the fit."""
+        try:
+            to_point(model)
+        except NonFiniteLossError:
+            raise
+        except FloatingPointError as exc:
+            raise NonFiniteLossError(f"{exc}; the fit stopped and the model keeps the parameters of the last "
+                                     "completed step", epoch, step, history) from None
+
+    move(optimizer.prepare, 1, 1)
     progress = make_progress(verbose if rank0 else 0, a.epochs, N)
     epoch_end = EpochEnd(early_stopping, a.patience, a.min_delta, restore_best, a.callbacks,
                          monitor="val_loss" if a.val is not None else "loss")
     chunk = 1
-    optimizer.prepare(model)
+    epoch, done = 1, 0
     try:
         with InterruptFlag() as interrupt:
             for epoch in range(1, a.epochs + 1):
@@ -355,7 +367,7 @@ def run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle,
                     per_row = 1 if loss.uses_labels else model.n_outputs
                     record["accuracy"] = hits / (rows * per_row)
                 if runner.needs_phi:
-                    optimizer.finalize(model)  # judge (and save) the trajectory's phi, not Nesterov's look-ahead
+                    move(optimizer.finalize, epoch, n_batches)  # judge (and save) phi, not Nesterov's look-ahead
                 if a.val is not None:
                     record.update(runner.validate(a.val))
                 record.update(lr=lr_first, time=seconds, samples_per_s=rows / seconds if seconds > 0 else math.inf)
@@ -364,14 +376,16 @@ def run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle,
                 progress.end_epoch(record)
                 stop = runner.agree_to_stop(epoch, epoch_end(record, model))
                 if runner.needs_phi:
-                    optimizer.prepare(model)
+                    move(optimizer.prepare, epoch + 1, 1)
                 if stop:
                     break
     except (KeyboardInterrupt, ArithmeticError, ValueError, TypeError) as exc:
         exc.history = history
         raise
     finally:
-        optimizer.finalize(model)
-        progress.close()
+        try:
+            move(optimizer.finalize, epoch, max(done, 1))
+        finally:
+            progress.close()
     epoch_end.restore_best_params(model)
     return history

@@ -286,14 +286,26 @@ class SGD(Optimizer):
         self.bind(model)
         if self.nesterov and not self._lookahead:
             # psi_t = phi_t - lr_t * beta * m_t
-            model.params -= (self.lr_at(self.t) * self.momentum) * self._state["m"]
+            model.params = self._moved(model, -1.0, "look-ahead point psi")
             self._lookahead = True
 
     def finalize(self, model):
         if self.nesterov and self._lookahead and "m" in self._state:
             # phi_t = psi_t + lr_t * beta * m_t
-            model.params += (self.lr_at(self.t) * self.momentum) * self._state["m"]
+            model.params = self._moved(model, 1.0, "trajectory point phi")
             self._lookahead = False
+
+    def _moved(self, model, sign, what):
+        """params + sign * lr_t * beta * m, computed aside: FloatingPointError, and the model
+        untouched, when it is not finite in the model's dtype (a learning rate too large)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            moved = model.params + (sign * self.lr_at(self.t) * self.momentum) * self._state["m"]
+        if not _checks.all_finite(moved):
+            sign = "+" if sign > 0 else "-"
+            raise FloatingPointError(f"Nesterov momentum at step {self.t}: the {what} (params {sign} lr * momentum "
+                                     f"* m) is not finite in {model.dtype}; the learning rate ({self.lr!r}) is "
+                                     "probably too large")
+        return moved
 
     def _check_ready(self):
         if self.nesterov and not self._lookahead and self._state["m"].any():

@@ -348,10 +348,34 @@ def test_bad_eps(opt, eps, exc):
 
 
 def test_boundary_coefficients_are_accepted():
-    ff.SGD(0.1, momentum=0.0)
-    ff.Adam(1e-3, betas=(0.0, 0.0))
-    ff.Adam(1e-3, betas=[0.9, 0.999])
-    ff.SGD(np.float32(0.1), momentum=np.float64(0.5), nesterov=True)
+    """Coefficients at the edges of their ranges (and NumPy scalars, lists) are taken as the
+    plain floats they stand for, and the optimizers step exactly as the reference's do."""
+    from fastfit import reference as ref
+    sgd = ff.SGD(0.1, momentum=0.0)
+    assert sgd.momentum == 0.0 and sgd.state_names == () and sgd.nesterov is False
+    adam = ff.Adam(1e-3, betas=(0.0, 0.0))
+    assert adam.betas == (0.0, 0.0) and all(type(b) is float for b in adam.betas)
+    listed = ff.Adam(1e-3, betas=[0.9, 0.999])
+    assert listed.betas == (0.9, 0.999) and repr(listed) == repr(ff.Adam(1e-3))
+    nesterov = ff.SGD(np.float32(0.1), momentum=np.float64(0.5), nesterov=True)
+    assert type(nesterov.lr) is float and nesterov.lr == float(np.float32(0.1))
+    assert type(nesterov.momentum) is float and nesterov.momentum == 0.5 and nesterov.nesterov is True
+    pairs = [(sgd, ref.SGD(0.1, momentum=0.0)), (adam, ref.Adam(1e-3, betas=(0.0, 0.0))),
+             (listed, ref.Adam(1e-3, betas=(0.9, 0.999))),
+             (nesterov, ref.SGD(float(np.float32(0.1)), momentum=0.5, nesterov=True))]
+    for ours, theirs in pairs:
+        a, b = ff.MLP(SIZES, dtype=np.float64, seed=3), ref.MLP(SIZES, dtype=np.float64, seed=3)
+        np.testing.assert_array_equal(a.params, b.params)
+        for model, opt in ((a, ours), (b, theirs)):
+            for step in range(3):
+                opt.prepare(model)
+                rows = slice(8 * step, 8 * step + 8)
+                _, dout = ff.SoftmaxCrossEntropy().value_and_grad(model.forward(X_GOOD[rows]), LABELS[rows])
+                model.backward(dout)
+                opt.step(model)
+            opt.finalize(model)
+        np.testing.assert_allclose(a.params, b.params, rtol=1e-12, atol=1e-12, err_msg=repr(ours))
+        assert not np.array_equal(a.params, ff.MLP(SIZES, dtype=np.float64, seed=3).params)
 
 
 # ---------------------------------------------------------------- the model's construction
@@ -503,7 +527,7 @@ def test_schedule_going_bad_during_a_fit(bad):
     model, opt = ff.MLP(SIZES, seed=0), ff.SGD(lambda t: 0.01 if t < 5 else bad, momentum=0.5)
     err = rejected(ValueError, "lr", lambda: fit(model, X_GOOD, LABELS, opt=opt, batch_size=4, epochs=3))
     assert re.search(r"\bstep 5\b", str(err)), str(err)
-    assert opt.t <= 5, "a step ran with the bad learning rate"
+    assert opt.t == 5, "the steps before the bad learning rate must all run, and no other"
     assert np.isfinite(model.params).all()
 
 

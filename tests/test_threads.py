@@ -5,10 +5,10 @@ import time
 import numpy as np
 
 import fastfit as ff
-from fastfit import _threads
+from fastfit import _core, _threads
 
 
-def make_problem(seed, n=3000, d=40):
+def make_problem(seed, n=1200, d=40):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, d)).astype(np.float32), rng.integers(0, 5, size=n)
 
@@ -35,31 +35,70 @@ def test_two_models_fit_in_two_threads_equal_fitting_them_one_after_the_other():
         assert concurrent[key][1] == sequential[key][1]
 
 
-def test_the_gil_is_released_while_the_core_trains():
-    """While a fit runs in a worker thread, the main thread keeps ticking every millisecond.
+def _longest_core_call_with_main_thread_ticks(n_rows):
+    """Fit (full batch: one compiled call per epoch) in a worker thread while the main thread
+    counts ticks; returns (start, end) of the longest _core.train_steps call and the ticks."""
+    calls, ticks = [], []
+    real = _core.train_steps
 
-    The fit hands the core runs of steps lasting about 0.2 s; were the GIL held
-    through them, the main thread would stall for that long at a time."""
+    def timed(*args):
+        t0 = time.perf_counter()
+        try:
+            return real(*args)
+        finally:
+            calls.append((t0, time.perf_counter()))
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n_rows, 256)).astype(np.float32)
+    y = rng.integers(0, 10, size=n_rows)
+    model = ff.MLP([256, 1024, 1024, 10], seed=0)
     done = threading.Event()
-    out = {}
+    errors = []
 
     def work():
         try:
-            fit_one(3, out, "x", epochs=12)
+            ff.fit(model, X, y, loss="cross_entropy", optimizer=ff.SGD(0.01), batch_size=None, epochs=2,
+                   n_threads=1, verbose=0)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
         finally:
             done.set()
 
-    worker = threading.Thread(target=work)
-    ticks = []
-    worker.start()
-    while not done.is_set():
-        ticks.append(time.perf_counter())
-        time.sleep(0.001)
-    worker.join()
-    assert "x" in out
-    gaps = np.diff(ticks)
-    assert len(ticks) > 50, "the fit was too short to tell"
-    assert gaps.max() < 0.1, f"the main thread stalled for {gaps.max():.3f} s while the core ran"
+    _core.train_steps = timed
+    try:
+        worker = threading.Thread(target=work)
+        worker.start()
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0)   # lets the worker run; returns at once when the GIL is free
+        worker.join()
+    finally:
+        _core.train_steps = real
+    assert not errors, errors
+    assert len(calls) == 2
+    return max(calls, key=lambda c: c[1] - c[0]), np.array(ticks)
+
+
+def test_the_gil_is_released_while_the_core_trains():
+    """While one compiled run of steps lasts at least 0.3 s in a worker thread, the main
+    thread keeps running through it: no gap between its ticks spans half of that call.
+
+    Were the GIL held through the call, the main thread could not run at all until the call
+    returned: one gap as long as the call."""
+    n_rows = 1000
+    for _ in range(6):
+        (start, end), ticks = _longest_core_call_with_main_thread_ticks(n_rows)
+        if end - start >= 0.3:
+            break
+        n_rows *= 2   # a faster machine: a bigger batch, until one call lasts long enough to tell
+    duration = end - start
+    assert duration >= 0.3, f"no compiled call lasted 0.3 s (the longest: {duration:.3f} s)"
+    inside = ticks[(ticks > start) & (ticks < end)]
+    assert len(inside) > 100, f"the main thread ticked {len(inside)} times during a {duration:.2f} s core call"
+    edges = np.concatenate([[start], inside, [end]])
+    longest_gap = np.diff(edges).max()
+    assert longest_gap < duration / 2, (f"the main thread stalled for {longest_gap:.3f} s of a {duration:.3f} s "
+                                        "core call: the GIL was held")
 
 
 def test_concurrent_fits_restore_the_blas_thread_count():
