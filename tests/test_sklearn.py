@@ -115,7 +115,7 @@ def test_sgd_steps_match_sklearn(kind, momentum):
 
 @pytest.mark.parametrize("kind", ["regression", "multiclass"])
 def test_nesterov_matches_sklearn_at_the_lookahead_point(kind):
-    """scikit-learn's Nesterov parameters are fastfit's look-ahead point psi = phi - lr*beta*m (MATH.md)."""
+    """scikit-learn's Nesterov parameters are fastfit's look-ahead point psi = phi - lr*beta*m (docs/math.md)."""
     ours, sk, _, _ = _synced_pair(kind, solver="sgd", learning_rate_init=0.05, momentum=0.9,
                                   nesterovs_momentum=True)
     np.testing.assert_allclose(_lookahead(ours), _flat(sk), rtol=1e-10, atol=1e-12)
