@@ -7,6 +7,7 @@ Two extension modules:
   step, calling BLAS through scipy.linalg.cython_blas; csrc/ holds its C kernels
   and its thread team.
 """
+import glob
 import os
 
 import numpy
@@ -33,6 +34,7 @@ extensions = [
     Extension("fastfit._cpu", ["fastfit/_cpu.pyx", "csrc/cpu_features.c"],
               include_dirs=["csrc"], extra_compile_args=["-O2"]),
     Extension("fastfit._core", ["fastfit/_core.pyx", "csrc/kernels.c", "csrc/team.c"],
+              depends=sorted(glob.glob("csrc/*.h")),  # a changed header rebuilds the core
               include_dirs=["csrc", numpy.get_include()],
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
               extra_compile_args=extra_compile, extra_link_args=extra_link),

@@ -10,12 +10,16 @@
 #else
 #define FF_CLONES
 #endif
+/* Loops inlined into each clone above, so they are compiled for its instruction set. */
+#define FF_INLINE inline __attribute__((always_inline))
 
 /* Below this many parameters an update runs on the calling thread alone:
  * waking a team thread costs more than the second core gives. */
 #define FF_PARALLEL_MIN_PARAMS ((size_t)1 << 16)
 /* The most parts one update is split into. */
 #define FF_MAX_PARTS 64
+/* Partial sums per dot product in the small-batch products: one AVX-512 vector of floats. */
+#define FF_LANES 16
 
 #define T float
 #define SUFFIX f32
@@ -24,6 +28,7 @@
 #define T_MIN_NORMAL FLT_MIN
 #include "update_impl.h"
 #include "passes_impl.h"
+#include "small_impl.h"
 #undef T
 #undef SUFFIX
 #undef SQRT
@@ -37,6 +42,7 @@
 #define T_MIN_NORMAL DBL_MIN
 #include "update_impl.h"
 #include "passes_impl.h"
+#include "small_impl.h"
 #undef T
 #undef SUFFIX
 #undef SQRT

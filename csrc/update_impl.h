@@ -24,12 +24,12 @@ static inline T FN(flushed)(T x)
     return FABS(x) < T_MIN_NORMAL ? (T)0 : x;
 }
 
-FF_CLONES static int FN(sgd)(const ff_rule *r, T *restrict p, const T *restrict g, size_t n)
+static FF_INLINE int FN(sgd_loop)(const ff_rule *r, T *restrict p, const T *restrict g, size_t n, const int decayed)
 {
     const T lr = (T)r->lr, decay = (T)r->grad_decay;
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
-        T g_i = g[i] + decay * p[i];
+        T g_i = decayed ? g[i] + decay * p[i] : g[i];
         T p_new = p[i] - lr * g_i;
         p[i] = p_new;
         bad |= (p_new - p_new) != 0;
@@ -37,14 +37,14 @@ FF_CLONES static int FN(sgd)(const ff_rule *r, T *restrict p, const T *restrict 
     return bad;
 }
 
-FF_CLONES static int FN(momentum)(const ff_rule *r, T *restrict p, const T *restrict g,
-                                  T *restrict m, size_t n)
+static FF_INLINE int FN(momentum_loop)(const ff_rule *r, T *restrict p, const T *restrict g,
+                                  T *restrict m, size_t n, const int decayed)
 {
     const T lr = (T)r->lr, beta = (T)r->beta1, decay = (T)r->grad_decay;
     const T one_minus_beta = (T)1 - beta;
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
-        T g_i = g[i] + decay * p[i];
+        T g_i = decayed ? g[i] + decay * p[i] : g[i];
         T m_new = FN(flushed)(beta * m[i] + one_minus_beta * g_i);
         T p_new = p[i] - lr * m_new;
         m[i] = m_new;
@@ -62,14 +62,14 @@ FF_CLONES static int FN(momentum)(const ff_rule *r, T *restrict p, const T *rest
  *             = psi_t + lr_t beta m_t - (lr_t + lr_{t+1} beta) m_{t+1},
  * i.e. psi <- psi + keep * m_old - move * m_new with keep = lr_t beta and
  * move = lr_t + lr_{t+1} beta. p holds psi between steps; phi is never stored. */
-FF_CLONES static int FN(nesterov)(const ff_rule *r, T *restrict psi, const T *restrict g,
-                                  T *restrict m, size_t n)
+static FF_INLINE int FN(nesterov_loop)(const ff_rule *r, T *restrict psi, const T *restrict g,
+                                  T *restrict m, size_t n, const int decayed)
 {
     const T beta = (T)r->beta1, keep = (T)r->keep, move = (T)r->move;
     const T decay = (T)r->grad_decay, one_minus_beta = (T)1 - beta;
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
-        T g_i = g[i] + decay * psi[i];
+        T g_i = decayed ? g[i] + decay * psi[i] : g[i];
         T m_old = m[i];
         T m_new = FN(flushed)(beta * m_old + one_minus_beta * g_i);
         T psi_new = psi[i] + keep * m_old - move * m_new;
@@ -84,8 +84,8 @@ FF_CLONES static int FN(nesterov)(const ff_rule *r, T *restrict psi, const T *re
  *   m <- beta1 m + (1 - beta1) g;     v <- beta2 v + (1 - beta2) g^2
  *   m_hat = m / (1 - beta1^(t+1));    v_hat = v / (1 - beta2^(t+1))
  *   p <- p - lr m_hat / (sqrt(v_hat) + eps) */
-FF_CLONES static int FN(adam)(const ff_rule *r, T *restrict p, const T *restrict g,
-                              T *restrict m, T *restrict v, size_t n)
+static FF_INLINE int FN(adam_loop)(const ff_rule *r, T *restrict p, const T *restrict g,
+                              T *restrict m, T *restrict v, size_t n, const int decayed)
 {
     const T lr = (T)r->lr, beta1 = (T)r->beta1, beta2 = (T)r->beta2, eps = (T)r->eps;
     const T m_hat_scale = (T)r->m_hat_scale, v_hat_scale = (T)r->v_hat_scale;
@@ -93,12 +93,12 @@ FF_CLONES static int FN(adam)(const ff_rule *r, T *restrict p, const T *restrict
     const T one_minus_beta1 = (T)1 - beta1, one_minus_beta2 = (T)1 - beta2;
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
-        T g_i = g[i] + decay * p[i];
+        T g_i = decayed ? g[i] + decay * p[i] : g[i];
         T m_new = FN(flushed)(beta1 * m[i] + one_minus_beta1 * g_i);
         T v_new = FN(flushed)(beta2 * v[i] + one_minus_beta2 * (g_i * g_i));
         T m_hat = m_new * m_hat_scale;
         T v_hat = v_new * v_hat_scale;
-        T p_new = p[i] * shrink - lr * m_hat / (SQRT(v_hat) + eps);
+        T p_new = (decayed ? p[i] * shrink : p[i]) - lr * m_hat / (SQRT(v_hat) + eps);
         m[i] = m_new;
         v[i] = v_new;
         p[i] = p_new;
@@ -107,17 +107,51 @@ FF_CLONES static int FN(adam)(const ff_rule *r, T *restrict p, const T *restrict
     return bad;
 }
 
-FF_CLONES static int FN(normalized)(const ff_rule *r, T *restrict p, const T *restrict g, size_t n)
+static FF_INLINE int FN(normalized_loop)(const ff_rule *r, T *restrict p, const T *restrict g, size_t n, const int decayed)
 {
     const T lr = (T)r->lr, eps = (T)r->eps, decay = (T)r->grad_decay;
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
-        T g_i = g[i] + decay * p[i];
+        T g_i = decayed ? g[i] + decay * p[i] : g[i];
         T p_new = p[i] - lr * g_i / (SQRT(g_i * g_i) + eps);
         p[i] = p_new;
         bad |= (p_new - p_new) != 0;
     }
     return bad;
+}
+
+
+/* Each rule is compiled twice: with the decay terms, and without them for the
+ * common case (no weight decay, no L2 penalty) where they would only cost time;
+ * g + 0 * p and p * 1 are g and p, so both give the same numbers. */
+static inline int FN(decayed)(const ff_rule *r)
+{
+    return r->grad_decay != 0 || r->shrink != 1;
+}
+
+FF_CLONES static int FN(sgd)(const ff_rule *r, T *p, const T *g, size_t n)
+{
+    return FN(decayed)(r) ? FN(sgd_loop)(r, p, g, n, 1) : FN(sgd_loop)(r, p, g, n, 0);
+}
+
+FF_CLONES static int FN(momentum)(const ff_rule *r, T *p, const T *g, T *m, size_t n)
+{
+    return FN(decayed)(r) ? FN(momentum_loop)(r, p, g, m, n, 1) : FN(momentum_loop)(r, p, g, m, n, 0);
+}
+
+FF_CLONES static int FN(nesterov)(const ff_rule *r, T *psi, const T *g, T *m, size_t n)
+{
+    return FN(decayed)(r) ? FN(nesterov_loop)(r, psi, g, m, n, 1) : FN(nesterov_loop)(r, psi, g, m, n, 0);
+}
+
+FF_CLONES static int FN(adam)(const ff_rule *r, T *p, const T *g, T *m, T *v, size_t n)
+{
+    return FN(decayed)(r) ? FN(adam_loop)(r, p, g, m, v, n, 1) : FN(adam_loop)(r, p, g, m, v, n, 0);
+}
+
+FF_CLONES static int FN(normalized)(const ff_rule *r, T *p, const T *g, size_t n)
+{
+    return FN(decayed)(r) ? FN(normalized_loop)(r, p, g, n, 1) : FN(normalized_loop)(r, p, g, n, 0);
 }
 
 static int FN(update_range)(const ff_rule *r, T *p, const T *g, T *m, T *v, size_t n)

@@ -56,7 +56,7 @@ from .config import show_config, blas_info  # noqa: E402
 from .io import save, load, ModelFileError  # noqa: E402
 from . import interop, io  # noqa: E402
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "MLP", "Layer", "Loss", "SquaredError", "SoftmaxCrossEntropy", "BinaryCrossEntropy",

@@ -40,9 +40,34 @@ def controller():
     return _controller
 
 
+#: Below this many flops per step one thread is faster even with the batch's rows split
+#: across fastfit's team (waking a thread costs microseconds).
+SPLIT_MIN_FLOPS = 2e7
+
+#: Up to this many flops per step, splitting the batch's rows across fastfit's team
+#: (BLAS on one thread in each) beats BLAS's own threads; above it BLAS's threads
+#: split each product.
+SPLIT_MAX_FLOPS = 1e9
+
+#: Each part of a split batch keeps at least this many rows.
+SPLIT_MIN_ROWS = 8
+
+
 def auto_threads(flops_per_step):
     """All cores for steps big enough to share, one thread for small ones."""
-    return 1 if flops_per_step < SINGLE_THREAD_FLOPS else cpu_count()
+    return 1 if flops_per_step < SPLIT_MIN_FLOPS else cpu_count()
+
+
+def plan(n_params, batch_size, n_threads):
+    """How a step of ``batch_size`` rows uses ``n_threads`` threads: (parts, blas_threads).
+
+    parts > 1: the batch's rows are split into that many parts on fastfit's own team,
+    each calling BLAS on one thread; else BLAS's threads split each product."""
+    flops = 6.0 * n_params * batch_size
+    parts = min(n_threads, batch_size // SPLIT_MIN_ROWS, 16)
+    if n_threads > 1 and parts > 1 and flops <= SPLIT_MAX_FLOPS:
+        return parts, 1
+    return 1, n_threads
 
 
 def is_scipys(path):

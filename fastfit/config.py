@@ -12,7 +12,7 @@ def blas_info():
     import scipy.linalg.cython_blas  # noqa: F401  (make sure it is loaded)
     libs = _threads.controller().info()
     scipy_blas = [lib for lib in libs if lib.get("user_api") == "blas" and _threads.is_scipys(lib.get("filepath", ""))]
-    from . import __version__
+    from ._version import __version__
     import numpy, scipy
     return {
         "fastfit": __version__,

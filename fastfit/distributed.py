@@ -52,7 +52,7 @@ import numpy as np
 
 from . import _checks, _core, _threads
 from .losses import get_loss
-from .training import LocalRunner, RunResult, check_fit_arguments, run_epochs, score_rows
+from .epochs import LocalRunner, RunResult, check_fit_arguments, run_epochs, score_rows
 
 #: Seconds a rank waits in one collective operation before it declares the ranks
 #: that have not joined it silent. Generous: the first collectives of a fit also

@@ -1,7 +1,7 @@
 """Weights that travel: PyTorch's state_dict convention and scikit-learn's coefs_/intercepts_.
 
 fastfit stores each layer's W as (out, in), as PyTorch's ``nn.Linear`` does, and
-scikit-learn stores (in, out) (MATH.md, Weight layout). A fastfit MLP with sizes
+scikit-learn stores (in, out) (docs/math.md, "Weight layout"). A fastfit MLP with sizes
 (d_0, d_1, ..., d_K) is exactly
 
     torch.nn.Sequential(Linear(d_0, d_1), ReLU(), Linear(d_1, d_2), ReLU(), ..., Linear(d_{K-1}, d_K))
@@ -15,30 +15,11 @@ the output activation: fastfit's output is the last layer's linear output
 Nothing here needs PyTorch except :func:`to_torch` and :func:`from_torch`, which
 import it when called. Functions that take arrays also take torch tensors.
 """
-from collections import OrderedDict
-from collections.abc import Mapping
-
 import numpy as np
 
 from . import _checks
-from .network import MLP, check_sizes
-
-
-def _keys(n_layers):
-    """The nn.Sequential keys of layer k: ('{2k}.weight', '{2k}.bias')."""
-    return [(f"{2 * k}.weight", f"{2 * k}.bias") for k in range(n_layers)]
-
-
-def _as_array(value, name):
-    """A NumPy view or copy of an array-like or a torch tensor (detached, moved to the CPU)."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch
-        t = value.detach().cpu()
-        try:
-            value = np.asarray(t)
-        except (TypeError, RuntimeError):  # dtypes NumPy lacks (bfloat16, ...)
-            value = np.asarray(t.double())
-    arr = _checks._as_numeric_array(value, name)
-    return arr
+from .network import MLP, as_array as _as_array, check_mapping as _check_mapping, check_sizes
+from .network import key_mismatch_message as _key_mismatch_message, sequential_keys as _keys
 
 
 def _model_from_layers(weights, biases, dtype, seed=None):
@@ -51,89 +32,19 @@ def _model_from_layers(weights, biases, dtype, seed=None):
         chunks.append(np.asarray(b, dtype=dtype).ravel())
     params = np.concatenate(chunks)
     _checks.check_finite(params, "the weights")
-    model = MLP.__new__(MLP)
-    model.__setstate__({"sizes": sizes, "dtype": dtype.str, "seed": seed, "params": params})
-    return model
+    return MLP.from_params(sizes, params, dtype, seed)
 
 
 # ---------------------------------------------------------------- PyTorch's convention
 
 def state_dict(model):
-    """The model's weights as an OrderedDict in PyTorch's nn.Sequential(Linear, ReLU, ...) convention.
-
-    Keys "0.weight", "0.bias", "2.weight", "2.bias", ...; values are NumPy arrays
-    (copies), weights shaped (out_features, in_features). ``torch_module.load_state_dict(
-    {k: torch.from_numpy(v) for k, v in sd.items()})`` loads them into the matching
-    ``nn.Sequential``.
-    """
-    sd = OrderedDict()
-    for layer, (wk, bk) in zip(model.layers, _keys(len(model.layers))):
-        sd[wk] = layer.W.copy()
-        sd[bk] = layer.b.copy()
-    return sd
-
-
-def _check_mapping(state_dict_):
-    if not isinstance(state_dict_, Mapping) and not (hasattr(state_dict_, "keys") and hasattr(state_dict_, "__getitem__")):
-        raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict_).__name__}")
-    return state_dict_
-
-
-def _key_mismatch_message(expected, given, what):
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    if not missing and not unexpected:
-        return None
-    parts = [f"state_dict does not match {what}"]
-    if missing:
-        parts.append(f"missing keys {missing}")
-    if unexpected:
-        parts.append(f"unexpected keys {unexpected}")
-    msg = "; ".join(parts) + "."
-    prefixes = {k.split(".", 1)[0] for k in unexpected if "." in k and not k.split(".", 1)[0].isdigit()}
-    if unexpected and len(prefixes) == 1 and all("." in k for k in unexpected):
-        p = prefixes.pop()
-        msg += (f" The keys carry a prefix {p + '.'!r} (a Sequential inside another module?): "
-                f"pass {{k[{len(p) + 1}:]: v for k, v in sd.items() if k.startswith({p + '.'!r})}}.")
-    else:
-        msg += (" fastfit's keys are those of nn.Sequential(Linear, ReLU, Linear, ReLU, ..., Linear): "
-                "'0.weight', '0.bias', '2.weight', '2.bias', ...")
-    return msg
+    """The model's weights in PyTorch's nn.Sequential(Linear, ReLU, ...) convention (see MLP.state_dict)."""
+    return model.state_dict()
 
 
 def load_state_dict(model, state_dict):
-    """Copy weights in PyTorch's nn.Sequential(Linear, ReLU, ...) convention into ``model``, in place.
-
-    ``state_dict`` maps "0.weight", "0.bias", "2.weight", ... to arrays or torch
-    tensors; weights are (out_features, in_features). Every key must be present and
-    no other (a ValueError lists the missing and unexpected keys), and every shape
-    must match the model's (ValueError naming the key). Values are cast to the
-    model's dtype and must be finite. Nothing is written unless everything checks.
-    Returns the model.
-    """
-    sd = _check_mapping(state_dict)
-    keys = _keys(len(model.layers))
-    expected = [k for pair in keys for k in pair]
-    msg = _key_mismatch_message(expected, list(sd.keys()), f"{model!r}")
-    if msg:
-        raise ValueError(msg)
-    staged = []
-    for k, (layer, (wk, bk)) in enumerate(zip(model.layers, keys)):
-        for key, target in ((wk, layer.W), (bk, layer.b)):
-            arr = _as_array(sd[key], f"state_dict[{key!r}]")
-            if arr.shape != target.shape:
-                hint = ""
-                if arr.shape == target.shape[::-1] and arr.ndim == 2:
-                    hint = (" (it looks transposed: PyTorch and fastfit store weights as (out, in); "
-                            "for scikit-learn's (in, out) coefs_ use fastfit.interop.from_sklearn)")
-                raise ValueError(f"state_dict[{key!r}] has shape {arr.shape}, but layer {k} of {model!r} "
-                                 f"needs {target.shape}{hint}")
-            arr = np.asarray(arr, dtype=model.dtype)
-            _checks.check_finite(arr, f"state_dict[{key!r}]")
-            staged.append((target, arr))
-    for target, arr in staged:
-        target[...] = arr
-    return model
+    """Copy weights in that convention into ``model``, checked, in place (see MLP.load_state_dict)."""
+    return model.load_state_dict(state_dict)
 
 
 def from_state_dict(state_dict, dtype=np.float32):

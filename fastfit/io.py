@@ -210,7 +210,7 @@ def save(model, path, optimizer=None, info=None):
     """
     if not isinstance(model, MLP):
         raise TypeError(f"save expects a fastfit.MLP, got {type(model).__name__}")
-    from . import __version__
+    from ._version import __version__
     seed = model.seed
     if isinstance(seed, np.integer):
         seed = int(seed)

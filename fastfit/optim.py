@@ -14,7 +14,7 @@ import weakref
 
 import numpy as np
 
-from . import _checks, _core
+from . import _checks, _core, _threads
 
 
 class Optimizer:
@@ -200,7 +200,7 @@ class Optimizer:
         with model.exclusive("step"):
             self.bind(model)
             self._check_ready()
-            if _core.update(model._net, self.rule(), lr, lr_next, self.t, 0.0):
+            if _core.update(model._net, self.rule(_threads.cpu_count()), lr, lr_next, self.t, 0.0):
                 raise FloatingPointError(f"step {self.t + 1}: the update made parameters infinite or NaN; "
                                          f"the learning rate ({self.lr!r}) is probably too large")
             self.t += 1

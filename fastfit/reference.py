@@ -352,7 +352,7 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent, optionally with the seed's momentum or Nesterov.
+    """Stochastic gradient descent, optionally with the book's momentum or Nesterov.
 
     momentum == 0:   phi <- phi - alpha_t * g
     momentum beta:   m <- beta*m + (1-beta)*g ;  phi <- phi - alpha_t * m

@@ -1,61 +1,14 @@
-"""fit(): epochs of minibatches drawn without replacement, run by the compiled step.
+"""fit() and evaluate(): the public face of training in one process.
 
-This module holds the one epoch loop of fastfit: the permutations, Nesterov's
-prepare/finalize, the history, early stopping, callbacks, progress, Ctrl-C,
-validation scores and the stops that keep the parameters finite. What runs
-the steps is a *runner*:
-
-- ``LocalRunner`` (here) hands runs of steps to ``_core.train_steps``, which
-  gathers, forwards, takes the loss and its gradient, backpropagates and
-  updates with the GIL released and no allocation;
-- ``fastfit.distributed`` has a runner that runs the same compiled step in its
-  two parts with an all-reduce of the gradient between them.
-
-Between runs of steps (each about 0.2 s) Python records history, shows
-progress and answers Ctrl-C, so a fit always stops at a step boundary.
+``fit`` checks its arguments, plans the threads, and runs the epoch loop of
+``fastfit.epochs`` with a ``LocalRunner``; with ``comm=`` it hands over to
+``fastfit.distributed``.
 """
-import math
-import numbers
-import signal
-import threading
-import time
-
-import numpy as np
-
-from . import _checks, _core, _threads
-from .history import History
+from . import _checks, _threads
+from .epochs import (LocalRunner, NonFiniteLossError, check_fit_arguments, run_epochs,  # noqa: F401
+                     score_rows)
 from .losses import get_loss
-from .optim import Adam, Optimizer
-from .progress import make_progress
 
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss or the parameters stopped being finite during a fit; the model keeps
-    the parameters of the last completed finite step.
-
-    Attributes: ``epoch`` and ``step`` (1-based), ``history`` (the epochs completed).
-    """
-
-    def __init__(self, message, epoch, step, history):
-        super().__init__(message)
-        self.epoch, self.step, self.history = epoch, step, history
-
-
-#: Aim for runs of compiled steps this long, so progress and Ctrl-C stay responsive.
-_CHUNK_SECONDS = 0.2
-
-
-def _batch_size(batch_size, n):
-    if batch_size is None:
-        bs = n  # full-batch gradient descent
-    else:
-        bs = min(_checks.positive_int(batch_size, "batch_size"), n)
-    if bs > _checks.BLAS_INT_MAX:
-        raise ValueError(f"batch_size must be at most {_checks.BLAS_INT_MAX} rows (BLAS's 32-bit sizes), got {bs}")
-    return bs
-
-
-# ---------------------------------------------------------------- scores
 
 def evaluate(model, X, y, loss):
     """Loss and score of the model on (X, y): accuracy for classification losses,
@@ -64,326 +17,6 @@ def evaluate(model, X, y, loss):
     rows = _checks.Rows(X, model.n_inputs, model.dtype)
     Y, labels = loss.targets(y, rows.n, model.n_outputs, model.dtype)
     return score_rows(model, loss, rows, Y, labels, 0, rows.n).result()
-
-
-class Scores:
-    """Additive sums over rows (the loss, the score's parts), turned into the reported dict."""
-
-    def __init__(self, loss, n_outputs, Y_all, sums):
-        self.loss, self.n_outputs, self.Y_all, self.sums = loss, n_outputs, Y_all, sums
-
-    def result(self, n_rows=None, prefix=""):
-        n = self.n_rows if n_rows is None else n_rows
-        out = {prefix + "loss": self.loss.reduce(self.sums[0], n, self.n_outputs)}
-        out[prefix + self.loss.score_name] = self.loss.score(self.sums[2:], n, self.n_outputs, self.Y_all)
-        return out
-
-
-def score_rows(model, loss, rows, Y, labels, lo, hi, block=4096):
-    """Scores of the model on rows [lo, hi) of (rows, Y, labels); sums kept for all-reducing.
-
-    sums = [sum_i l_i, rows, score parts ...] (float64)."""
-    parts = None
-    total = 0.0
-    for a in range(lo, hi, block):
-        b = min(hi, a + block)
-        out = model.predict(rows.dense(a, b))
-        Yb = Y[a:b] if Y.size else Y
-        Lb = labels[a:b] if labels.size else labels
-        total += loss.sum_of_losses(out, Yb, Lb)
-        s = loss.score_sums(out, Yb, Lb)
-        parts = s if parts is None else parts + s
-    if parts is None:  # no rows here (a rank's empty share)
-        parts = loss.score_sums(np.empty((0, model.n_outputs), model.dtype),
-                                Y[:0] if Y.size else Y, labels[:0])
-    scores = Scores(loss, model.n_outputs, Y[lo:hi] if Y.size else Y, np.concatenate([[total, hi - lo], parts]))
-    scores.n_rows = hi - lo
-    return scores
-
-
-# ---------------------------------------------------------------- Ctrl-C
-
-class InterruptFlag:
-    """Turns the first Ctrl-C during a fit into a flag checked at step boundaries;
-    a second Ctrl-C interrupts at once."""
-
-    def __init__(self):
-        self.raised = False
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            try:
-                self._previous = signal.signal(signal.SIGINT, self._handler)
-            except ValueError:  # not in the main interpreter
-                self._previous = None
-        return self
-
-    def _handler(self, signum, frame):
-        if self.raised:
-            raise KeyboardInterrupt
-        self.raised = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-
-# ---------------------------------------------------------------- the arguments
-
-class FitArguments:
-    """The checked and converted arguments of a fit (see check_fit_arguments)."""
-
-    def __init__(self, **values):
-        self.__dict__.update(values)
-
-
-def check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, validation_data,
-                        validation_split, early_stopping, drop_last, patience, min_delta, callbacks, verbose, as_rows):
-    """Check and convert fit()'s arguments, touching neither model nor optimizer.
-
-    ``as_rows(array, name)`` turns X (and validation X) into the rows the caller
-    trains on (a ``_checks.Rows``-like object with ``n``, ``dense`` and
-    ``take``). Shared by fit and the distributed fit, so both refuse the same
-    input the same way.
-    """
-    loss = get_loss(loss)
-    if optimizer is None:
-        optimizer = Adam()
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a fastfit optimizer (SGD, Adam, AdamW, NormalizedGD), got {optimizer!r}")
-    rows = as_rows(X, "X")
-    Y, labels = loss.targets(y, rows.n, model.n_outputs, model.dtype)
-    epochs = _checks.positive_int(epochs, "epochs")
-    if not (isinstance(validation_split, numbers.Real) and 0 <= validation_split < 1):
-        raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
-    if validation_data is not None and validation_split:
-        raise ValueError("give validation_data or validation_split, not both")
-    val = None
-    n_train = rows.n
-    if validation_data is not None:
-        try:
-            Xv, yv = validation_data
-        except (TypeError, ValueError):
-            raise ValueError("validation_data must be a pair (X_val, y_val)") from None
-        vrows = as_rows(Xv, "validation_data[0]")
-        Yv, Lv = loss.targets(yv, vrows.n, model.n_outputs, model.dtype, name="validation_data[1]")
-        val = (vrows, Yv, Lv, 0, vrows.n)
-    elif validation_split:
-        n_val = int(round(rows.n * validation_split))
-        if n_val < 1 or n_val >= rows.n:
-            raise ValueError(f"validation_split={validation_split} leaves {n_val} validation rows "
-                             f"of {rows.n}: both parts need at least one")
-        n_train = rows.n - n_val  # the last n_val rows validate; the fit draws from the first n_train
-        val = (rows, Y, labels, n_train, rows.n)
-    bs = _batch_size(batch_size, n_train)
-    n_batches = max(n_train // bs if drop_last else -(-n_train // bs), 1)
-    patience = _checks.positive_int(patience, "patience")
-    if not (isinstance(min_delta, numbers.Real) and min_delta >= 0):
-        raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
-    if callbacks is None:
-        callbacks = []
-    elif callable(callbacks):
-        callbacks = [callbacks]
-    else:
-        try:
-            callbacks = list(callbacks)
-        except TypeError:
-            raise TypeError(f"callbacks must be a list of callables, got {callbacks!r}") from None
-    for cb in callbacks:
-        if not callable(cb):
-            raise TypeError(f"callbacks must be callables taking the epoch's record, got {cb!r}")
-    if verbose not in (0, 1, 2, "auto", True, False):
-        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
-    _, _, error = optimizer.rates(optimizer.t, 1)  # a schedule that fails at once, fails now
-    if error is not None:
-        raise error
-    try:
-        rng = np.random.default_rng(seed)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"seed must be a non-negative integer, got {seed!r} ({exc})") from None
-    return FitArguments(loss=loss, optimizer=optimizer, rows=rows, Y=Y, labels=labels, val=val, N=n_train,
-                        early_stopping=bool(early_stopping),
-                        batch_size=bs, n_batches=n_batches, epochs=epochs, patience=patience,
-                        min_delta=min_delta, callbacks=callbacks, rng=rng)
-
-
-# ---------------------------------------------------------------- the epoch machinery
-
-class EpochEnd:
-    """What happens after each epoch's record: early stopping and callbacks.
-
-    Calling it with the record returns True when the fit should stop: the
-    monitored loss has not improved by ``min_delta`` for ``patience`` epochs, or
-    a callback returned False. It keeps the best epoch's parameters for
-    ``restore_best_params``.
-    """
-
-    def __init__(self, early_stopping, patience, min_delta, restore_best, callbacks, monitor):
-        self.early_stopping, self.patience, self.min_delta = early_stopping, patience, min_delta
-        self.restore_best, self.callbacks, self.monitor = restore_best, callbacks, monitor
-        self.best, self.best_params, self.stale = math.inf, None, 0
-
-    def __call__(self, record, model):
-        stop = False
-        if self.early_stopping:
-            if record[self.monitor] < self.best - self.min_delta:
-                self.best, self.stale = record[self.monitor], 0
-                if self.restore_best:
-                    self.best_params = model.params.copy()
-            else:
-                self.stale += 1
-                stop = self.stale >= self.patience
-        for cb in self.callbacks:
-            if cb(dict(record)) is False:
-                stop = True
-        return stop
-
-    def restore_best_params(self, model):
-        if self.early_stopping and self.restore_best and self.best_params is not None:
-            model.params[...] = self.best_params
-
-
-class RunResult:
-    """What a run of steps did: sum of l_i, outputs predicted right, rows, steps, and why it stopped."""
-
-    CONTINUE, LOSS_NOT_FINITE, UPDATE_NOT_FINITE = 0, 1, 2
-
-    def __init__(self, total, hits, rows, steps, stop):
-        self.total, self.hits, self.rows, self.steps, self.stop = total, hits, rows, steps, stop
-
-
-class LocalRunner:
-    """Runs of steps in this process: ``_core.train_steps`` over the checked rows.
-
-    A run that ends with a non-finite update is undone: the parameters and the
-    optimizer state are put back as they were at the run's start (a snapshot)
-    and the run's completed steps are replayed, which gives the same numbers.
-    """
-
-    def __init__(self, model, a, n_threads):
-        self.model, self.a = model, a
-        self.objective = a.loss.objective(model.n_outputs)
-        self.rule = a.optimizer.rule(n_threads)
-        Y, labels = a.Y, a.labels
-        self.ws = model.workspace(a.batch_size, target_cols=Y.shape[1] if Y.size else 0, labels=bool(labels.size))
-        self.data = None if a.rows.array is None else _core.Dataset(a.rows.array, Y, labels)
-        self.buffers = [model.params] + list(a.optimizer.state_buffers().values())
-        self.snapshot = [np.empty_like(b) for b in self.buffers]
-        # Nesterov's phi is needed between epochs only when something looks at the parameters
-        self.needs_phi = bool(a.val is not None or a.callbacks or a.early_stopping)
-
-    def _steps(self, order, first, n, lrs, t0):
-        a = self.a
-        if self.data is not None:
-            return _core.train_steps(self.model._net, self.ws, self.data, self.objective, self.rule, order,
-                                     a.batch_size, first, n, lrs, t0)
-        # sparse X: densify just this run's rows, in batch order
-        idx = order[first * a.batch_size:min(a.N, (first + n) * a.batch_size)]
-        data = _core.Dataset(a.rows.take(idx), np.ascontiguousarray(a.Y[idx]) if a.Y.size else a.Y,
-                             np.ascontiguousarray(a.labels[idx]) if a.labels.size else a.labels)
-        return _core.train_steps(self.model._net, self.ws, data, self.objective, self.rule,
-                                 np.arange(len(idx), dtype=np.intp), a.batch_size, 0, n, lrs, t0)
-
-    def run(self, order, first, n, lrs, t0):
-        for saved, live in zip(self.snapshot, self.buffers):
-            np.copyto(saved, live)
-        total, hits, steps, stop = self._steps(order, first, n, lrs, t0)
-        if stop == RunResult.UPDATE_NOT_FINITE:
-            for saved, live in zip(self.snapshot, self.buffers):
-                np.copyto(live, saved)
-            if steps:
-                self._steps(order, first, steps, lrs, t0)
-        rows = min(self.a.N, (first + steps) * self.a.batch_size) - first * self.a.batch_size
-        return RunResult(total, hits, rows, steps, stop)
-
-    def validate(self, val):
-        rows, Y, labels, lo, hi = val
-        return score_rows(self.model, self.a.loss, rows, Y, labels, lo, hi).result(prefix="val_")
-
-    def complete_record(self, epoch, record):
-        pass
-
-    def agree_to_stop(self, epoch, stop):
-        return stop
-
-    def interrupted(self, interrupt):
-        return interrupt.raised
-
-
-def _not_finite_message(result, epoch, step, n_batches, optimizer):
-    what = ("the loss is not finite" if result.stop == RunResult.LOSS_NOT_FINITE
-            else "an update made the parameters infinite or NaN")
-    return (f"{what} at epoch {epoch}, step {step} of {n_batches}; the fit stopped and the model keeps "
-            f"the parameters of the last completed finite step. The learning rate ({optimizer.lr!r}) "
-            "is probably too large: try a smaller one.")
-
-
-def run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle, rank0=True):
-    """The epoch loop shared by fit and the distributed fit; returns the History."""
-    loss, optimizer, N, bs, n_batches = a.loss, a.optimizer, a.N, a.batch_size, a.n_batches
-    history = History()
-    progress = make_progress(verbose if rank0 else 0, a.epochs, N)
-    epoch_end = EpochEnd(early_stopping, a.patience, a.min_delta, restore_best, a.callbacks,
-                         monitor="val_loss" if a.val is not None else "loss")
-    chunk = 1
-    optimizer.prepare(model)
-    try:
-        with InterruptFlag() as interrupt:
-            for epoch in range(1, a.epochs + 1):
-                order = a.rng.permutation(N) if shuffle else np.arange(N)
-                order = np.ascontiguousarray(order, dtype=np.intp)
-                t_epoch = time.perf_counter()
-                lr_first = optimizer.lr_at(optimizer.t)
-                total, hits, rows, done = 0.0, 0, 0, 0
-                while done < n_batches:
-                    if runner.interrupted(interrupt):
-                        raise KeyboardInterrupt
-                    n = min(chunk, n_batches - done)
-                    lrs, runnable, schedule_error = optimizer.rates(optimizer.t, n)
-                    t0 = time.perf_counter()
-                    result = runner.run(order, done, runnable, lrs, optimizer.t) if runnable else \
-                        RunResult(0.0, 0, 0, 0, RunResult.CONTINUE)
-                    elapsed = time.perf_counter() - t0
-                    optimizer.t += result.steps
-                    total, hits, rows, done = total + result.total, hits + result.hits, rows + result.rows, \
-                        done + result.steps
-                    if result.stop != RunResult.CONTINUE:
-                        raise NonFiniteLossError(_not_finite_message(result, epoch, done + 1, n_batches, optimizer),
-                                                 epoch, done + 1, history)
-                    if schedule_error is not None:
-                        raise schedule_error
-                    # grow or shrink the next run of steps towards _CHUNK_SECONDS
-                    per_step = elapsed / max(result.steps, 1)
-                    chunk = max(1, min(n_batches, int(_CHUNK_SECONDS / max(per_step, 1e-9))))
-                    progress.update_steps(epoch, done, n_batches)
-                seconds = time.perf_counter() - t_epoch
-                record = {"epoch": epoch, "loss": loss.reduce(total, rows, model.n_outputs)}
-                if loss.score_name == "accuracy":
-                    per_row = 1 if loss.uses_labels else model.n_outputs
-                    record["accuracy"] = hits / (rows * per_row)
-                if runner.needs_phi:
-                    optimizer.finalize(model)  # judge (and save) the trajectory's phi, not Nesterov's look-ahead
-                if a.val is not None:
-                    record.update(runner.validate(a.val))
-                record.update(lr=lr_first, time=seconds, samples_per_s=rows / seconds if seconds > 0 else math.inf)
-                runner.complete_record(epoch, record)
-                history.record(**record)
-                progress.end_epoch(record)
-                stop = runner.agree_to_stop(epoch, epoch_end(record, model))
-                if runner.needs_phi:
-                    optimizer.prepare(model)
-                if stop:
-                    break
-    except (KeyboardInterrupt, ArithmeticError, ValueError, TypeError) as exc:
-        exc.history = history
-        raise
-    finally:
-        optimizer.finalize(model)
-        progress.close()
-    epoch_end.restore_best_params(model)
-    return history
 
 
 def fit(model, X, y, loss=None, optimizer=None, batch_size=64, epochs=10, seed=0, *,
@@ -420,8 +53,9 @@ def fit(model, X, y, loss=None, optimizer=None, batch_size=64, epochs=10, seed=0
     False stops the fit. ``verbose``: 0 silent, 1 a progress display, 2 one line
     per epoch, "auto" (default) the progress display on fits that run longer
     than two seconds in a terminal or a notebook.
-    ``n_threads``: threads for BLAS and fastfit's own loops (default: all cores,
-    one for small steps).
+    ``n_threads``: threads (default: all cores, one for small steps). Up to about
+    a GFLOP per step the batch's rows are split across fastfit's own threads,
+    each calling BLAS on one thread; larger steps give BLAS the threads.
 
     Whatever stops a fit leaves the parameters of a completed step: a
     non-finite loss or update raises NonFiniteLossError, a failing schedule its
@@ -450,9 +84,10 @@ def fit(model, X, y, loss=None, optimizer=None, batch_size=64, epochs=10, seed=0
         n_threads = _threads.auto_threads(6.0 * model.n_params * a.batch_size)
     else:
         n_threads = _checks.positive_int(n_threads, "n_threads")
+    parts, blas_threads = _threads.plan(model.n_params, a.batch_size, n_threads)
     with model.exclusive("fit"):
         a.optimizer.bind(model)  # raises, before any change, for another model
         model._last_X = None  # the step API's stored activations are not this fit's
-        runner = LocalRunner(model, a, n_threads)
-        with _threads.blas_threads(n_threads):
+        runner = LocalRunner(model, a, n_threads, parts)
+        with _threads.blas_threads(blas_threads):
             return run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle)

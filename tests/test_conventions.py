@@ -29,7 +29,7 @@ def test_torch_convention_momentum_is_torch_sgd_without_the_one_minus_beta_facto
         phi = phi - lr * b
     got = run_fastfit(ff.SGD(lr, momentum=beta, convention="torch"), np.ones(5))
     np.testing.assert_allclose(got, phi, rtol=1e-12)
-    # and it is not the seed's rule with the same numbers
+    # and it is not the book's rule with the same numbers
     assert not np.allclose(run_fastfit(ff.SGD(lr, momentum=beta), np.ones(5)), phi)
 
 

@@ -5,7 +5,7 @@ import pytest
 import fastfit as ff
 from fastfit import reference as ref
 
-from conftest import LOSS_NAMES, assert_matches, make_targets, pair
+from helpers import LOSS_NAMES, assert_matches, make_targets, pair
 
 DTYPES = [np.float64, np.float32]
 ARCHS = {0: [5, 3], 1: [5, 7, 3], 2: [5, 7, 6, 3], 3: [5, 8, 7, 6, 3]}
@@ -61,12 +61,17 @@ def optimizer_pair(name):
             "nesterov_step_schedule": lambda: mod.SGD(lr=mod.StepDecay(0.05, step_size=10, gamma=0.5),
                                                       momentum=0.8, nesterov=True),
             "momentum_exponential_schedule": lambda: mod.SGD(lr=mod.ExponentialDecay(0.05, 0.97), momentum=0.5),
+            "sgd_weight_decay": lambda: mod.SGD(lr=0.05, weight_decay=0.1),
+            "nesterov_weight_decay": lambda: mod.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.05),
+            "adam_weight_decay": lambda: mod.Adam(lr=1e-2, weight_decay=0.1),
+            "adamw": lambda: mod.AdamW(lr=1e-2, weight_decay=0.5),
         }[name]()
     return build(ff), build(ref)
 
 
 OPTIMIZER_NAMES = ["sgd", "momentum", "nesterov", "adam", "normalized", "adam_cosine_schedule",
-                   "nesterov_step_schedule", "momentum_exponential_schedule"]
+                   "nesterov_step_schedule", "momentum_exponential_schedule", "sgd_weight_decay",
+                   "nesterov_weight_decay", "adam_weight_decay", "adamw"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -96,6 +101,7 @@ FIT_CASES = [
     ("BinaryCrossEntropy", "mean", "normalized"), ("BinaryCrossEntropy", "sum", "adam_cosine_schedule"),
     ("SoftmaxCrossEntropy", "mean", "nesterov_step_schedule"),
     ("SquaredError", "mean", "momentum_exponential_schedule"),
+    ("SoftmaxCrossEntropy", "mean", "adamw"), ("BinaryCrossEntropy", "mean", "nesterov_weight_decay"),
 ]
 
 
@@ -170,3 +176,185 @@ def test_predict_matches_forward_and_reference_in_chunks(rng):
     X = rng.standard_normal((1000, 5))
     assert_matches(fast.predict(X, batch_size=64), slow.predict(X), np.float64)
     assert_matches(fast.predict(X), fast.forward(X), np.float64)
+
+
+def test_glorot_initialisation_matches_reference():
+    for dtype in DTYPES:
+        fast = ff.MLP([5, 7, 3], dtype=dtype, seed=4, init="glorot")
+        slow = ref.MLP([5, 7, 3], dtype=dtype, seed=4, init="glorot")
+        np.testing.assert_array_equal(fast.params, slow.params)
+        a = np.sqrt(6 / (5 + 7))
+        assert np.abs(fast.layers[0].W).max() <= a and np.abs(fast.layers[0].b).max() > 0
+
+
+L2_CASES = [("SoftmaxCrossEntropy", "mean", "adam"), ("SquaredError", "sum", "momentum"),
+            ("BinaryCrossEntropy", "mean", "nesterov")]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss_name,reduction,opt_name", L2_CASES)
+def test_l2_penalty_in_a_whole_fit_matches_reference(loss_name, reduction, opt_name, dtype, rng):
+    """The penalty reaches the weights only (biases untouched by it), scaled as the loss is,
+    ragged last batch included."""
+    sizes = [4, 9, 2]
+    fast, slow = twin_models(sizes, dtype)
+    X = rng.standard_normal((45, 4))
+    y = make_targets(loss_name, 45, 2, rng)
+    fl = getattr(ff, loss_name)(reduction=reduction, l2=0.3)
+    sl = getattr(ref, loss_name)(reduction=reduction, l2=0.3)
+    fopt, sopt = optimizer_pair(opt_name)
+    if reduction == "sum":
+        fopt.lr /= 16
+        sopt.lr /= 16
+    ff.fit(fast, X, y, loss=fl, optimizer=fopt, batch_size=16, epochs=3, seed=2)
+    ref.fit(slow, X, y, loss=sl, optimizer=sopt, batch_size=16, epochs=3, seed=2)
+    assert_matches(fast.params, slow.params, dtype, "parameters after the fit")
+    plain = ff.MLP(sizes, dtype=dtype, seed=3)
+    ff.fit(plain, X, y, loss=getattr(ff, loss_name)(reduction=reduction), optimizer=optimizer_pair(opt_name)[0],
+           batch_size=16, epochs=3, seed=2)
+    assert np.abs(plain.params - fast.params).max() > 1e-3, "the penalty changed nothing"
+
+
+@pytest.mark.parametrize("opt_name", ["adam", "momentum", "nesterov"])
+def test_decaying_state_is_flushed_to_zero_like_the_reference(opt_name, rng):
+    """After one real gradient, zero gradients (a dead ReLU unit's): the state decays
+    geometrically, and once it falls below the smallest normal number the core and the
+    reference both store zero (docs/math.md, "Subnormal numbers")."""
+    for dtype in DTYPES:
+        fast, slow = twin_models([3, 4, 2], dtype)
+        fopt, sopt = optimizer_pair(opt_name)
+        g = rng.standard_normal(fast.n_params)
+        steps = 7000 if dtype == np.float64 else 900  # then 0.9^k is below the smallest normal number
+        for model, opt in ((fast, fopt), (slow, sopt)):
+            opt.prepare(model)
+            for k in range(steps):
+                model.grads[...] = g if k == 0 else 0
+                opt.step(model)
+            opt.finalize(model)
+        tiny = np.finfo(dtype).tiny
+        fast_state = fopt.state_buffers()
+        slow_state = {"m": sopt.m, "v": getattr(sopt, "v", None)}
+        for name, state in fast_state.items():
+            nonzero = np.abs(state[state != 0])
+            assert nonzero.size == 0 or nonzero.min() >= tiny, f"a subnormal value is stored in {name}"
+            assert_matches(state, slow_state[name], dtype, name)
+        assert not fast_state["m"].any(), "m decayed below the smallest normal number and is stored as zero"
+        assert_matches(fast.params, slow.params, dtype)
+
+
+# ---------------------------------------------------------------- parallel paths
+
+def _big_fit(n_threads, dtype=np.float64, opt=None, l2=0.0):
+    """A network whose first layer (78,000 weights) is split across threads when n_threads > 1."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((96, 300))
+    y = rng.integers(0, 10, size=96)
+    model = ff.MLP([300, 260, 10], dtype=dtype, seed=1)
+    assert model.layers[0].W.size >= 2 ** 16  # the update's split threshold
+    ff.fit(model, X, y, loss=ff.SoftmaxCrossEntropy(l2=l2), optimizer=opt or ff.Adam(1e-3), batch_size=32,
+           epochs=2, seed=0, n_threads=n_threads)
+    return model
+
+
+@pytest.mark.parametrize("opt_name", ["adam", "nesterov", "adamw"])
+def test_split_updates_equal_one_thread_and_the_reference(opt_name):
+    """Updates large enough to be split across fastfit's thread team (2 threads, and more
+    threads than cores) equal the one-thread fit and the reference to 1e-10 (not bit for
+    bit: BLAS may sum in another order with more threads)."""
+    one = _big_fit(1, opt=optimizer_pair(opt_name)[0], l2=0.1)
+    for n in (2, 7):
+        split = _big_fit(n, opt=optimizer_pair(opt_name)[0], l2=0.1)
+        assert_matches(split.params, one.params, np.float64, f"{n} threads")
+    slow = ref.MLP([300, 260, 10], dtype=np.float64, seed=1)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((96, 300))
+    y = rng.integers(0, 10, size=96)
+    ref.fit(slow, X, y, loss=ref.SoftmaxCrossEntropy(l2=0.1), optimizer=optimizer_pair(opt_name)[1],
+            batch_size=32, epochs=2, seed=0)
+    assert_matches(one.params, slow.params, np.float64)
+
+
+def test_the_step_api_splits_large_updates_too(rng):
+    """opt.step on a large model equals the reference (the update takes the thread team's path)."""
+    fast, slow = twin_models([300, 260, 10], np.float64)
+    fopt, sopt = optimizer_pair("adam")
+    X = rng.standard_normal((16, 300))
+    y = rng.integers(0, 10, size=16)
+    for model, loss, opt in ((fast, ff.SoftmaxCrossEntropy(), fopt), (slow, ref.SoftmaxCrossEntropy(), sopt)):
+        for _ in range(3):
+            _, dout = loss.value_and_grad(model.forward(X), y)
+            model.backward(dout)
+            opt.step(model)
+    assert_matches(fast.params, slow.params, np.float64)
+
+
+def test_sparse_X_gives_the_dense_result(rng):
+    sparse = pytest.importorskip("scipy.sparse")
+    X = rng.standard_normal((40, 6)) * (rng.random((40, 6)) < 0.3)
+    y = rng.integers(0, 3, size=40)
+    results = []
+    for data in (X, sparse.csr_matrix(X), sparse.csc_matrix(X)):
+        model = ff.MLP([6, 8, 3], dtype=np.float64, seed=2)
+        h = ff.fit(model, data, y, loss=ff.SoftmaxCrossEntropy(), optimizer=ff.Adam(1e-2), batch_size=8,
+                   epochs=3, seed=1, validation_data=(data, y))
+        results.append((model.params.copy(), h["val_loss"], model.predict(data)))
+    for params, val_loss, out in results[1:]:
+        np.testing.assert_array_equal(params, results[0][0])
+        assert val_loss == results[0][1]
+        np.testing.assert_array_equal(out, results[0][2])
+
+
+@pytest.fixture(params=["blas", "own loops"])
+def product_path(request):
+    """Run a test with every product through BLAS, then through the core's own small-batch loops."""
+    before = ff._core.small_batch_rows(0 if request.param == "blas" else 10 ** 6)
+    yield request.param
+    ff._core.small_batch_rows(before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", [1, 3, 9, 40])
+def test_both_product_paths_match_reference(product_path, rows, dtype, rng):
+    """The small-batch loops and BLAS give the reference's passes and whole fits, at any batch size
+    (widths past a vector's 16 lanes, and not a multiple of them, exercise the loops' tails)."""
+    sizes = [37, 21, 18, 3]
+    fast, slow = twin_models(sizes, dtype)
+    X = rng.standard_normal((rows, sizes[0]))
+    y = rng.integers(0, 3, size=rows)
+    fl, sl = pair("SoftmaxCrossEntropy")
+    out_f, out_s = fast.forward(X), slow.forward(X)
+    assert_matches(out_f, out_s, dtype, "forward")
+    fast.backward(fl.value_and_grad(out_f, y)[1])
+    slow.backward(sl.value_and_grad(out_s, y)[1])
+    assert_matches(fast.grads, slow.grads, dtype, "gradients")
+    fast, slow = twin_models(sizes, dtype)
+    Xf = rng.standard_normal((45, sizes[0]))
+    yf = rng.integers(0, 3, size=45)
+    ff.fit(fast, Xf, yf, loss=fl, optimizer=ff.SGD(0.05, momentum=0.9), batch_size=rows, epochs=2, seed=1)
+    ref.fit(slow, Xf, yf, loss=sl, optimizer=ref.SGD(0.05, momentum=0.9), batch_size=rows, epochs=2, seed=1)
+    assert_matches(fast.params, slow.params, dtype, "after a fit")
+
+
+@pytest.mark.parametrize("n_threads", [2, 3, 5])
+@pytest.mark.parametrize("loss_name,reduction,opt_name", [("SoftmaxCrossEntropy", "mean", "adam"),
+                                                          ("SquaredError", "sum", "nesterov"),
+                                                          ("BinaryCrossEntropy", "mean", "adamw")])
+def test_batches_split_across_threads_match_reference(n_threads, loss_name, reduction, opt_name, rng):
+    """Rows of each batch split across fastfit's team (each part its own buffers and gradient,
+    summed before the update), with ragged parts and a last batch smaller than the parts,
+    equal the reference; more threads than cores included."""
+    sizes = [20, 33, 4]
+    assert ff._threads.plan(ff.MLP(sizes).n_params, 50, n_threads)[0] == min(n_threads, 50 // 8)
+    fast, slow = twin_models(sizes, np.float64)
+    X = rng.standard_normal((103, 20))  # batches of 50, 50 and 3
+    y = make_targets(loss_name, 103, 4, rng)
+    fl = getattr(ff, loss_name)(reduction=reduction, l2=0.2)
+    sl = getattr(ref, loss_name)(reduction=reduction, l2=0.2)
+    fopt, sopt = optimizer_pair(opt_name)
+    if reduction == "sum":
+        fopt.lr /= 50
+        sopt.lr /= 50
+    h = ff.fit(fast, X, y, loss=fl, optimizer=fopt, batch_size=50, epochs=3, seed=4, n_threads=n_threads)
+    h_s = ref.fit(slow, X, y, loss=sl, optimizer=sopt, batch_size=50, epochs=3, seed=4)
+    assert_matches(fast.params, slow.params, np.float64, f"{n_threads} threads")
+    assert_matches(h["loss"], h_s["loss"], np.float64, "history")

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import fastfit as ff
 from fastfit import reference as ref
 
-from conftest import assert_matches, make_targets
+from helpers import assert_matches, make_targets
 
 OPTIMIZERS = {
     "sgd": lambda m: m.SGD(0.02),

@@ -1,4 +1,4 @@
-"""Pin the formulas of the pure-NumPy reference (fastfit/reference.py) to MATH.md.
+"""Pin the formulas of the pure-NumPy reference (fastfit/reference.py) to docs/math.md.
 
 These tests check the reference against mathematics (finite differences,
 hand arithmetic, closed-form solutions), never against the compiled core.
@@ -343,10 +343,10 @@ def test_gradient_descent_reaches_lstsq_solution():
 
 
 # --------------------------------------------------------------------------
-# 4. Nesterov follows MATH.md's rule with a schedule
+# 4. Nesterov follows the book's rule with a schedule (docs/math.md, "Nesterov accelerated momentum")
 # --------------------------------------------------------------------------
 
-def test_nesterov_trajectory_matches_mathmd_rule_with_schedule():
+def test_nesterov_trajectory_matches_the_books_rule_with_schedule():
     rng = np.random.default_rng(2)
     N, d, beta, steps = 20, 3, 0.8, 20
     X = rng.standard_normal((N, d))
@@ -365,7 +365,7 @@ def test_nesterov_trajectory_matches_mathmd_rule_with_schedule():
     loss = ref.SquaredError()
     for t in range(steps):
         alpha = schedule(t)
-        # MATH.md, literally
+        # docs/math.md, literally
         m = beta * m + (1 - beta) * grad(phi - alpha * beta * m)
         phi = phi - alpha * m
         # reference
