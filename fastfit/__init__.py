@@ -5,10 +5,46 @@ forward and backward passes, losses, optimizer updates and the whole training
 loop; ``fastfit.reference`` is the same mathematics in plain NumPy, the oracle
 the core is tested against.
 """
-# Before anything loads SciPy's BLAS: choose its AVX-512 kernels where that is safe.
-from . import _blas_select
 
-_blas_select.select_kernels()
+
+def _not_built(exc):
+    """The ImportError to raise when the compiled modules cannot be imported.
+
+    Run from a source checkout that was never built, Python finds this folder's
+    .py files but no _core/_cpu extension, and the bare error ("cannot import
+    name '_cpu' from partially initialized module 'fastfit' (most likely due to
+    a circular import)") hides the cause."""
+    import os
+    folder = os.path.dirname(os.path.abspath(__file__))
+    return ImportError(
+        f"fastfit's compiled core (the _core and _cpu extension modules) is not built in {folder}, "
+        "or was built for another Python or NumPy. If this is a source checkout, build it from "
+        "the project's root with `pip install -e .` (or `python setup.py build_ext --inplace`); "
+        "if you meant an installed fastfit, run Python from another folder so that this one "
+        f"does not shadow it. (The import failed with: {exc})")
+
+
+def _ours(exc):
+    """True when an ImportError is about fastfit's own modules, not a dependency."""
+    import os
+    name = exc.name or ""
+    if name in (__name__, "_core", "_cpu") or name.startswith(__name__ + "."):
+        return True
+    folder = os.path.dirname(os.path.abspath(__file__))
+    return bool(exc.path) and os.path.dirname(os.path.abspath(exc.path)) == folder
+
+
+# Before anything loads SciPy's BLAS: choose its AVX-512 kernels where that is safe
+# (select_kernels imports _cpu, which loads no BLAS), then load the core.
+try:
+    from . import _blas_select
+
+    _blas_select.select_kernels()
+    from . import _core  # noqa: F401
+except ImportError as _exc:
+    if not _ours(_exc):
+        raise  # a missing dependency (NumPy, SciPy) names itself
+    raise _not_built(_exc) from _exc
 
 from .network import MLP, Layer  # noqa: E402
 from .losses import BinaryCrossEntropy, Loss, SoftmaxCrossEntropy, SquaredError  # noqa: E402

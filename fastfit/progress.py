@@ -1,4 +1,14 @@
-"""The progress display of long fits: tqdm when it is installed, a plain line otherwise."""
+"""What a fit shows while it runs.
+
+verbose=0: nothing. verbose=1: a progress display on stderr (tqdm when it is
+installed, else one line rewritten in place). verbose=2: one line per epoch on
+stdout, as Keras prints them (epoch, time, loss, scores), for logs and
+notebooks. verbose="auto": the progress display, once a fit has run two
+seconds, when stderr is a terminal or the code runs in a Jupyter kernel
+(tqdm.auto then draws a notebook widget); nothing otherwise, so batch jobs and
+piped output stay clean.
+"""
+import math
 import sys
 import time
 
@@ -70,11 +80,47 @@ class _Tqdm:
         self.bar.close()
 
 
-class _Delayed:
-    """verbose="auto": show the display only once a fit in a terminal has run 2 s."""
+#: The record's entries verbose=2 prints after the time, in this order (when present).
+_LINE_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_r2")
 
-    def __init__(self, make, stream, delay=2.0):
-        self.make, self.stream, self.delay = make, stream, delay
+
+def _number(value):
+    """Keras's habit: four decimals, or four significant digits for small values."""
+    if not isinstance(value, float) or not math.isfinite(value) or value == 0 or abs(value) >= 1e-3:
+        return f"{value:.4f}"
+    return f"{value:.4e}"
+
+
+def _duration(seconds):
+    return f"{seconds * 1e3:.3g}ms" if seconds < 1 else f"{seconds:.1f}s"
+
+
+class _EpochLines:
+    """verbose=2: "Epoch 3/10 - 0.4s - loss: 0.2311 - accuracy: 0.9350 - val_loss: ...", one per epoch."""
+
+    def __init__(self, epochs, stream):
+        self.epochs, self.stream = epochs, stream
+
+    def update_steps(self, epoch, done, total):
+        pass
+
+    def end_epoch(self, record):
+        parts = [f"Epoch {record['epoch']}/{self.epochs}"]
+        if "time" in record:
+            parts.append(_duration(record["time"]))
+        parts += [f"{key}: {_number(float(record[key]))}" for key in _LINE_KEYS if key in record]
+        self.stream.write(" - ".join(parts) + "\n")
+        self.stream.flush()
+
+    def close(self):
+        pass
+
+
+class _Delayed:
+    """verbose="auto": show the display only once a fit has run 2 s."""
+
+    def __init__(self, make, delay=2.0):
+        self.make, self.delay = make, delay
         self.start = time.perf_counter()
         self.inner = None
         self.records = []
@@ -102,19 +148,38 @@ class _Delayed:
             self.inner.close()
 
 
+def in_notebook():
+    """True inside a Jupyter (IPython) kernel, where stderr is no terminal but a display is wanted."""
+    ipython = sys.modules.get("IPython")  # never imported here: a kernel has already loaded it
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:  # an IPython too old or too broken to ask
+        return False
+    if shell is None:
+        return False
+    return type(shell).__name__ == "ZMQInteractiveShell" or "IPKernelApp" in getattr(shell, "config", {})
+
+
 def make_progress(verbose, epochs, samples_per_epoch, stream=None):
-    """A display for a fit of ``epochs`` epochs; silent for verbose=0."""
-    stream = stream or sys.stderr
+    """A display for a fit of ``epochs`` epochs (see the module's docstring for ``verbose``).
+
+    ``stream`` replaces the stream the display writes to (stderr; stdout for verbose=2)."""
     if not verbose:
         return _Silent()
+    if verbose == 2:
+        return _EpochLines(epochs, stream or sys.stdout)
+    stream = stream or sys.stderr
 
     def make():
         try:
             return _Tqdm(epochs, stream)
-        except ImportError:
+        except ImportError:  # no tqdm, or tqdm's notebook widget without ipywidgets
             return _PlainLine(epochs, stream)
 
     if verbose == "auto":
-        isatty = getattr(stream, "isatty", lambda: False)()
-        return _Delayed(make, stream) if isatty else _Silent()
+        if in_notebook() or getattr(stream, "isatty", lambda: False)():
+            return _Delayed(make)
+        return _Silent()
     return make()

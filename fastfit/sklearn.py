@@ -4,47 +4,74 @@
     >>> clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=50, random_state=0).fit(X, y)
     >>> clf.predict(X_test), clf.predict_proba(X_test), clf.score(X_test, y_test)
 
-They take scikit-learn's ``MLPClassifier``/``MLPRegressor`` parameter names
-where the meaning is the same, pass scikit-learn's estimator checks, and work in
-``Pipeline``, ``GridSearchCV``, ``cross_val_score`` and friends. scikit-learn
-(1.6 or newer) must be installed; fastfit itself does not need it.
+They take scikit-learn's ``MLPClassifier``/``MLPRegressor`` parameters, with
+scikit-learn's defaults and meanings, pass scikit-learn's estimator checks, take
+dense or sparse (CSR/CSC) X, and work in ``Pipeline``, ``GridSearchCV``,
+``cross_val_score`` and friends. scikit-learn (1.6 or newer) must be installed;
+fastfit itself does not need it.
 
 How they relate to scikit-learn's own MLP estimators
 ----------------------------------------------------
-Same: the network (ReLU hidden layers, ``activation="relu"``), the losses and
-their scale, the optimizers' trajectories, the stopping rule and the fitted
-attributes. In detail:
+The same, for ``activation="relu"`` and the solvers "sgd" and "adam":
 
-- Loss scale. fastfit's losses use the "mean" reduction (MATH.md): squared error
-  is averaged over samples *and* outputs, binary cross-entropy likewise.
-  scikit-learn's squared loss is *half* the mean squared error, and its
-  multi-label log-loss is summed over labels; its gradients are those of the
-  per-sample sum over outputs, divided by the batch size (for squared error
-  without the 1/2 of the reported loss). These estimators rescale so that
-  ``loss_curve_``, ``loss_``, ``best_loss_`` and ``tol`` are on scikit-learn's
-  scale and a ``learning_rate_init`` means the same step as in scikit-learn:
-  the SGD learning rate is multiplied, and Adam's epsilon divided, by the ratio
-  of the two gradients (``n_outputs/2`` for regression, the number of labels for
-  multi-label classification, 1 for single-label classification).
+- The initial weights. Glorot's uniform draw, W and b ~ U(-a, a) with
+  a = sqrt(6/(fan_in + fan_out)), taken from ``random_state`` in scikit-learn's
+  order: the same ``random_state`` gives the same initial weights (and, with
+  ``early_stopping``, the same validation split).
+- The objective and its scale. fastfit's losses use the "mean" reduction
+  (docs/math.md): squared error is averaged over samples *and* outputs, binary
+  cross-entropy likewise. scikit-learn's squared loss is *half* the mean squared
+  error, and its multi-label log-loss is summed over labels; its gradients are
+  those of the per-sample sum over outputs divided by the batch size (for
+  squared error without the 1/2 of the reported loss). These estimators
+  rescale so that ``loss_curve_``, ``loss_``, ``best_loss_`` and ``tol`` are on
+  scikit-learn's scale and ``learning_rate_init`` means the same step: the SGD
+  learning rate is multiplied, and Adam's epsilon divided, by the ratio of the
+  two gradients (``n_outputs/2`` for regression, the number of labels for
+  multi-label classification, 1 otherwise).
+- ``alpha``, the L2 penalty on the weights (not the biases): the gradient gains
+  ``alpha * W / batch_size``, as in scikit-learn. It is fastfit's loss penalty
+  ``l2`` (``l2=alpha`` for the classifier; ``l2=2*alpha`` for the regressor,
+  whose fastfit loss is twice scikit-learn's per output). The reported loss adds
+  ``alpha/2 * ||W||^2`` per batch, divided by the number of samples, as
+  scikit-learn does; the weights inside an epoch are interpolated between the
+  epoch's first and last (exact for one batch per epoch).
 - ``solver="sgd"``: scikit-learn's momentum is PyTorch's (velocity
   ``v <- momentum*v - lr*g``); it maps exactly onto fastfit's
-  ``SGD(lr=learning_rate_init/(1-momentum), momentum, nesterov)`` (MATH.md,
+  ``SGD(lr=learning_rate_init/(1-momentum), momentum, nesterov)`` (docs/math.md,
   "Matching other libraries"). With Nesterov momentum scikit-learn's parameters
   are the look-ahead point; fastfit reports the trajectory point, which differs
-  by ``lr*momentum*velocity``.
+  by ``momentum * velocity``.
+- ``learning_rate`` (with "sgd" only, as in scikit-learn): "constant";
+  "invscaling", where after each epoch the rate becomes
+  ``learning_rate_init / (t_ + 1)**power_t``, ``t_`` counting the training
+  samples seen; "adaptive", which divides the rate by 5 instead of stopping
+  when the loss (or validation score) has not improved by ``tol`` for more than
+  ``n_iter_no_change`` epochs, and stops once the rate is at most 1e-6. When the
+  rate changes, the momentum buffer is rescaled so that scikit-learn's velocity
+  carries over unchanged.
 - ``solver="adam"``: scikit-learn's Adam puts epsilon on the un-corrected
   ``sqrt(v)``; these estimators use fastfit's ``Adam(convention="sklearn")``,
-  which does the same, so the trajectories agree to rounding.
+  which does the same.
+- Convergence: training stops when the training loss (or, with
+  ``early_stopping``, the validation score: accuracy or R^2) has not improved
+  by ``tol`` for more than ``n_iter_no_change`` consecutive epochs; otherwise
+  after ``max_iter`` epochs, with a ConvergenceWarning. With
+  ``early_stopping`` the parameters of the epoch with the best validation score
+  are restored.
+
+So with the same data, parameters and ``random_state`` the two start from the
+same weights and take steps of the same size; only the order of the batches
+(fastfit draws its own permutations) and rounding differ, and the results agree
+within the noise of that order.
 
 Different or missing:
 
-- No L2 penalty: there is no ``alpha`` (scikit-learn's default is 1e-4; fastfit
-  fits without regularisation, like ``alpha=0``).
-- Initialisation is He's normal initialisation (MATH.md), not Glorot's uniform,
-  so the same ``random_state`` gives different weights than scikit-learn.
-- ``solver`` is "sgd" or "adam" (no "lbfgs"); the learning rate is constant (no
-  ``learning_rate``/``power_t``); there is no ``activation`` parameter (ReLU)
-  and no ``sample_weight``; sparse input is refused.
+- ``activation`` must be "relu" (fastfit trains ReLU networks); "identity",
+  "logistic" and "tanh" are refused. ``solver`` is "sgd" or "adam": "lbfgs" is
+  refused, and ``max_fun`` (an lbfgs setting) is accepted and ignored. The
+  regressor's ``loss`` is "squared_error" ("poisson" is refused). ``fit`` takes
+  no ``sample_weight``.
 - ``momentum`` must be < 1.
 - ``dtype`` (float32 by default, fastfit's own parameter) is the precision the
   network trains in; training inputs are converted to it. ``predict``,
@@ -55,12 +82,6 @@ Different or missing:
 - A single class in ``y`` is refused (ValueError) rather than fitted.
 - A diverging fit raises ``fastfit.NonFiniteLossError`` at once, rather than
   finishing with non-finite weights.
-
-Convergence (as scikit-learn): training stops when the training loss (or, with
-``early_stopping``, the validation score: accuracy or R^2) has not improved by
-``tol`` for more than ``n_iter_no_change`` consecutive epochs; otherwise after
-``max_iter`` epochs, with a ConvergenceWarning. With ``early_stopping`` the
-parameters of the epoch with the best validation score are restored.
 """
 import numbers
 import warnings
@@ -108,33 +129,47 @@ def _is_real(value):
     return isinstance(value, numbers.Real) and not _is_bool(value)
 
 
-def _sigmoid(z):
-    out = np.empty_like(z)
-    pos = z >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-    e = np.exp(z[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
+#: The sparse formats the estimators take (as scikit-learn's MLP estimators do).
+_SPARSE_FORMATS = ["csr", "csc"]
 
 
-def _softmax(z):
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+#: scikit-learn's activations; fastfit trains the ReLU networks only.
+_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+_LEARNING_RATES = ("constant", "invscaling", "adaptive")
+
+
+class _EpochRate:
+    """A learning rate the estimator changes between epochs ("invscaling", "adaptive").
+
+    fastfit's optimizers take a schedule as any callable of the step number; this
+    one returns whatever ``value`` holds, and the estimator sets it at epoch ends."""
+
+    def __init__(self, value):
+        self.value = float(value)
+
+    def __call__(self, t):
+        return self.value
+
+    def __repr__(self):
+        return repr(self.value)
 
 
 class _BaseMLP(BaseEstimator):
     """What the classifier and the regressor share: parameters, fitting, the network."""
 
-    def __init__(self, hidden_layer_sizes=(100,), *, solver="adam", batch_size="auto",
-                 learning_rate_init=0.001, max_iter=200, shuffle=True, random_state=None,
-                 tol=1e-4, verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
-                 early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, dtype=np.float32, n_threads=None):
+    # The parameters both estimators take, in scikit-learn's order (the regressor adds ``loss``).
+    def _set_common(self, hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
+                    learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start,
+                    momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon,
+                    n_iter_no_change, max_fun, dtype, n_threads):
         self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
         self.solver = solver
+        self.alpha = alpha
         self.batch_size = batch_size
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.max_iter = max_iter
         self.shuffle = shuffle
         self.random_state = random_state
@@ -149,6 +184,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.dtype = dtype
         self.n_threads = n_threads
 
@@ -165,22 +201,38 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"hidden_layer_sizes must be an int or a sequence of ints, got {self.hidden_layer_sizes!r}") from None
         if not all(_is_int(h) and h >= 1 for h in hls):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {self.hidden_layer_sizes!r}.")
+        if self.activation != "relu":
+            if self.activation in _ACTIVATIONS:
+                raise ValueError(f"activation={self.activation!r} is not available: fastfit trains ReLU networks "
+                                 "only, so activation must be 'relu' (scikit-learn's "
+                                 "sklearn.neural_network estimators fit the other activations)")
+            raise ValueError(f"activation must be 'relu' (one of scikit-learn's {_ACTIVATIONS}; fastfit "
+                             f"trains ReLU networks), got {self.activation!r}")
         if self.solver not in ("sgd", "adam"):
             raise ValueError(f"solver must be 'sgd' or 'adam' (fastfit has no 'lbfgs'), got {self.solver!r}")
+        if self.learning_rate not in _LEARNING_RATES:
+            raise ValueError(f"learning_rate must be one of {_LEARNING_RATES}, got {self.learning_rate!r}")
         if not (self.batch_size == "auto" or (_is_int(self.batch_size) and self.batch_size >= 1)):
             raise ValueError(f"batch_size must be 'auto' or an int >= 1, got {self.batch_size!r}")
+        n_iter_no_change = self.n_iter_no_change
         checks = [
+            ("alpha", _is_real(self.alpha) and np.isfinite(self.alpha) and self.alpha >= 0, "a number >= 0"),
             ("learning_rate_init", _is_real(self.learning_rate_init) and np.isfinite(self.learning_rate_init)
              and self.learning_rate_init > 0, "a number > 0"),
+            ("power_t", _is_real(self.power_t) and np.isfinite(self.power_t) and self.power_t >= 0,
+             "a number >= 0"),
             ("max_iter", _is_int(self.max_iter) and self.max_iter >= 1, "an int >= 1"),
             ("tol", _is_real(self.tol) and self.tol >= 0, "a number >= 0"),
-            ("momentum", _is_real(self.momentum) and 0 <= self.momentum < 1, "a number in [0, 1)"),
-            ("validation_fraction", _is_real(self.validation_fraction) and 0 < self.validation_fraction < 1,
-             "a number in (0, 1)"),
+            ("momentum", _is_real(self.momentum) and 0 <= self.momentum < 1,
+             "a number in [0, 1) (fastfit's momentum needs momentum < 1)"),
+            ("validation_fraction", _is_real(self.validation_fraction) and 0 <= self.validation_fraction < 1,
+             "a number in [0, 1)"),
             ("beta_1", _is_real(self.beta_1) and 0 <= self.beta_1 < 1, "a number in [0, 1)"),
             ("beta_2", _is_real(self.beta_2) and 0 <= self.beta_2 < 1, "a number in [0, 1)"),
             ("epsilon", _is_real(self.epsilon) and np.isfinite(self.epsilon) and self.epsilon > 0, "a number > 0"),
-            ("n_iter_no_change", _is_int(self.n_iter_no_change) and self.n_iter_no_change >= 1, "an int >= 1"),
+            ("n_iter_no_change", (_is_int(n_iter_no_change) and n_iter_no_change >= 1)
+             or (_is_real(n_iter_no_change) and n_iter_no_change == np.inf), "an int >= 1 or np.inf"),
+            ("max_fun", _is_int(self.max_fun) and self.max_fun >= 1, "an int >= 1 (it is used by lbfgs only)"),
             ("n_threads", self.n_threads is None or (_is_int(self.n_threads) and self.n_threads >= 1),
              "None or an int >= 1"),
         ]
@@ -191,6 +243,9 @@ class _BaseMLP(BaseEstimator):
             value = getattr(self, name)
             if not (_is_bool(value) or _is_int(value)):
                 raise ValueError(f"{name} must be a bool, got {value!r}")
+        if self.early_stopping and self.validation_fraction == 0:
+            raise ValueError("early_stopping=True needs validation_fraction > 0: it holds out that fraction "
+                             "of the training data to score each epoch")
         dtype = _checks.model_dtype(self.dtype)
         return [int(h) for h in hls], dtype
 
@@ -247,19 +302,52 @@ class _BaseMLP(BaseEstimator):
         """(factor of the reported loss, factor of the gradient): scikit-learn's over fastfit's."""
         raise NotImplementedError
 
+    def _schedule_in_use(self):
+        """scikit-learn changes the learning rate between epochs only with "sgd"."""
+        return self.solver == "sgd" and self.learning_rate != "constant"
+
     def _make_optimizer(self, grad_scale):
+        self._learning_rate = float(self.learning_rate_init)  # scikit-learn's rate now
         if self.solver == "adam":
-            # scikit-learn's epsilon placement (MATH.md): its Adam, step for step
-            return Adam(lr=float(self.learning_rate_init), betas=(float(self.beta_1), float(self.beta_2)),
+            # scikit-learn's epsilon placement (docs/math.md): its Adam, step for step
+            return Adam(lr=self._learning_rate, betas=(float(self.beta_1), float(self.beta_2)),
                         eps=float(self.epsilon) / grad_scale, convention="sklearn")
-        lr = float(self.learning_rate_init) * grad_scale
         beta = float(self.momentum)
+        # scikit-learn's velocity v <- beta*v - lr*g is fastfit's book momentum at lr/(1-beta)
+        self._lr_factor = grad_scale / (1.0 - beta)
+        lr = self._learning_rate * self._lr_factor
+        if self._schedule_in_use():
+            lr = _EpochRate(lr)
         if beta == 0:
             return SGD(lr)
-        return SGD(lr / (1.0 - beta), momentum=beta, nesterov=bool(self.nesterovs_momentum))
+        return SGD(lr, momentum=beta, nesterov=bool(self.nesterovs_momentum))
+
+    def _set_learning_rate(self, value):
+        """Change scikit-learn's learning rate between epochs, as its SGDOptimizer does.
+
+        scikit-learn's velocity is v = -lr_book * m (lr_book the rate of the step that
+        made it), and its next step decays v as it is: rescaling m by old/new keeps v,
+        and fastfit's Nesterov look-ahead point, where they were."""
+        old = self._learning_rate
+        if value == old:
+            return
+        opt = self._optimizer
+        m = opt.state_buffers().get("m")
+        if m is not None:
+            m *= old / value
+        opt.lr.value = value * self._lr_factor
+        self._learning_rate = value
 
     def _initialize(self, sizes, dtype):
-        self._model = MLP(sizes, dtype=dtype, seed=int(self._random_state.randint(_SEED_MAX)))
+        rs = self._random_state
+
+        def glorot_as_sklearn(d_in, d_out, rng):
+            # scikit-learn's draw, from its random state in its order: coefs (in, out), then intercepts
+            bound = np.sqrt(6.0 / (d_in + d_out))
+            W = rs.uniform(-bound, bound, (d_in, d_out))
+            return W.T, rs.uniform(-bound, bound, d_out)
+
+        self._model = MLP(sizes, dtype=dtype, seed=None, init=glorot_as_sklearn)
         self._optimizer = None
         self.n_iter_ = 0
         self.t_ = 0
@@ -275,6 +363,21 @@ class _BaseMLP(BaseEstimator):
             self.best_validation_score_ = None
             self.best_loss_ = np.inf
         self._best_params = self._model.params.copy()
+
+    def _squared_weights(self):
+        """sum_k ||W_k||^2 where the next gradient is taken (Nesterov: the look-ahead point;
+        the model holds the trajectory point between fastfit's epochs)."""
+        model, opt = self._model, self._optimizer
+        params = model.params
+        m = opt.state_buffers().get("m") if opt is not None else None
+        if m is not None and getattr(opt, "nesterov", False):
+            params = params - (opt.lr_at(opt.t) * opt.momentum) * m
+        total, off = 0.0, 0
+        for d_in, d_out in zip(model.sizes[:-1], model.sizes[1:]):  # the flat layout: W_0, b_0, W_1, ...
+            w = params[off:off + d_in * d_out]
+            total += float(np.dot(w, w))
+            off += d_in * d_out + d_out
+        return total
 
     def _fit(self, X, y, incremental):
         hidden, dtype = self._check_params()
@@ -306,6 +409,9 @@ class _BaseMLP(BaseEstimator):
             if self.batch_size > n:
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
             batch_size = int(np.clip(self.batch_size, 1, n))
+        n_batches = -(-n // batch_size)
+        alpha = float(self.alpha)
+        penalty = {"start": self._squared_weights() if alpha else 0.0}
 
         self.n_iter_ = 0
         state = {"stopped": False}
@@ -313,16 +419,34 @@ class _BaseMLP(BaseEstimator):
         def on_epoch(record):
             self.n_iter_ += 1
             self.t_ += n
-            self.loss_ = float(record["loss"]) * loss_scale
-            self.loss_curve_.append(self.loss_)
+            loss = float(record["loss"]) * loss_scale
+            if alpha:
+                # scikit-learn adds alpha/2 ||W||^2 / n for each batch's W; fastfit sees the
+                # epoch's first and last W: interpolate between them
+                start, end = penalty["start"], self._squared_weights()
+                loss += 0.5 * alpha * (n_batches * start + (end - start) * (n_batches - 1) / 2.0) / n
+                penalty["start"] = end
+            self.loss_ = loss
+            self.loss_curve_.append(loss)
             if self.verbose:
                 print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
             self._update_no_improvement_count(X_val, Y_val)
+            if self.solver == "sgd" and self.learning_rate == "invscaling":
+                self._set_learning_rate(float(self.learning_rate_init) / (self.t_ + 1) ** float(self.power_t))
             if self._no_improvement_count > self.n_iter_no_change:
                 what = "Validation score" if self.early_stopping else "Training loss"
+                msg = "%s did not improve more than tol=%f for %d consecutive epochs." % (
+                    what, self.tol, self.n_iter_no_change)
+                if self.solver == "sgd" and self.learning_rate == "adaptive":
+                    if self._learning_rate > 1e-6:
+                        self._set_learning_rate(self._learning_rate / 5.0)
+                        self._no_improvement_count = 0
+                        if self.verbose:
+                            print(msg + " Setting learning rate to %f" % self._learning_rate)
+                        return True
+                    msg += " Learning rate too small."
                 if self.verbose:
-                    print("%s did not improve more than tol=%f for %d consecutive epochs. Stopping."
-                          % (what, self.tol, self.n_iter_no_change))
+                    print(msg + " Stopping.")
                 state["stopped"] = True
                 return False
             return True
@@ -377,8 +501,9 @@ class _BaseMLP(BaseEstimator):
         if X_val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' "
                              "or the size of your dataset.")
-        return (np.ascontiguousarray(X_train), np.ascontiguousarray(X_val),
-                np.ascontiguousarray(Y_train), np.ascontiguousarray(Y_val))
+        if not _checks._is_sparse(X_train):
+            X_train, X_val = np.ascontiguousarray(X_train), np.ascontiguousarray(X_val)
+        return X_train, X_val, np.ascontiguousarray(Y_train), np.ascontiguousarray(Y_val)
 
     def _stratify_on(self, Y):
         return None
@@ -392,21 +517,18 @@ class _BaseMLP(BaseEstimator):
         """
         model = self._model
         if model.dtype != np.float64:
-            wide = MLP.__new__(MLP)
-            wide.__setstate__({"sizes": model.sizes, "dtype": "float64", "seed": model.seed,
-                               "params": model.params})
-            model = wide
+            model = MLP.from_params(model.sizes, model.params, dtype=np.float64)
         return model.predict(X)
 
     def _validate_predict_data(self, X):
         check_is_fitted(self)
-        return _validate_data(self, X, reset=False, dtype=np.float64, order="C")
+        return _validate_data(self, X, reset=False, accept_sparse=_SPARSE_FORMATS, dtype=np.float64, order="C")
 
     # ------------------------------------------------------------ scikit-learn plumbing
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False  # dense input only
+        tags.input_tags.sparse = True  # CSR and CSC, densified a run of batches at a time
         return tags
 
     def _more_tags(self):  # scikit-learn < 1.6
@@ -425,29 +547,49 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ----------
     hidden_layer_sizes : int or tuple of int, default=(100,)
         Width of each hidden layer.
+    activation : "relu", default="relu"
+        scikit-learn's other activations ("identity", "logistic", "tanh") are
+        refused: fastfit trains ReLU networks.
     solver : {"adam", "sgd"}, default="adam"
+    alpha : float, default=0.0001
+        L2 penalty on the weights, scaled as in scikit-learn: the gradient gains
+        ``alpha * W / batch_size``.
     batch_size : int or "auto", default="auto"
         "auto" is ``min(200, n_samples)``; larger values are clipped to n_samples.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        With solver="sgd" only (as in scikit-learn). "invscaling": after each
+        epoch the rate is ``learning_rate_init / (t_ + 1)**power_t``, ``t_`` the
+        training samples seen. "adaptive": the rate is divided by 5 when the loss
+        (or validation score) has not improved by ``tol`` for more than
+        ``n_iter_no_change`` epochs; training stops once it is at most 1e-6.
     learning_rate_init : float, default=0.001
+    power_t : float, default=0.5
+        The exponent of "invscaling".
     max_iter : int, default=200
         Maximum number of epochs.
     shuffle : bool, default=True
         Draw each epoch's batches from a fresh permutation.
     random_state : int, RandomState or None, default=None
-        Seeds the initial weights, the shuffling and the validation split.
+        Seeds the initial weights (drawn as scikit-learn draws them), the
+        validation split, and the shuffling.
     tol : float, default=1e-4
     verbose : bool, default=False
+        Print scikit-learn's lines ("Iteration 1, loss = ...") to stdout.
     warm_start : bool, default=False
         Continue from the previous fit's weights (with a fresh optimizer).
     momentum : float in [0, 1), default=0.9
         For solver="sgd" (scikit-learn's, i.e. PyTorch's, momentum convention).
     nesterovs_momentum : bool, default=True
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the data (stratified), stop on its
-        accuracy, and restore the best epoch's weights.
+        Hold out ``validation_fraction`` of the data (stratified for binary
+        targets, as scikit-learn does), stop on its score, and restore the best
+        epoch's weights.
     validation_fraction : float, default=0.1
     beta_1, beta_2, epsilon : Adam's coefficients, defaults 0.9, 0.999, 1e-8
-    n_iter_no_change : int, default=10
+    n_iter_no_change : int or np.inf, default=10
+    max_fun : int, default=15000
+        Accepted for scikit-learn's sake and ignored: it limits lbfgs, which
+        fastfit does not have.
     dtype : np.float32 or np.float64, default=np.float32
         The precision of the network (fastfit's parameter).
     n_threads : int or None, default=None
@@ -461,13 +603,24 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     validation_scores_, best_validation_score_, n_iter_ (epochs of the last
     fit), t_ (training samples seen), model_ (the fastfit.MLP).
 
-    The module docstring lists how losses, optimizers and defaults compare with
-    scikit-learn's MLPClassifier (in short: no ``alpha``/L2 penalty, no lbfgs, He
-    initialisation, losses and learning rates on scikit-learn's scale).
+    The module docstring says how the fit compares with scikit-learn's
+    MLPClassifier (in short: the same initial weights, objective, steps and
+    stopping rule; ReLU only, no lbfgs, no sample_weight).
     """
 
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype=np.float32, n_threads=None):
+        self._set_common(hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
+                         learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start,
+                         momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2,
+                         epsilon, n_iter_no_change, max_fun, dtype, n_threads)
+
     def _validate_fit_data(self, X, y, incremental, first_pass, dtype):
-        X, y = _validate_data(self, X, y, accept_sparse=False, multi_output=True, dtype=dtype,
+        X, y = _validate_data(self, X, y, accept_sparse=_SPARSE_FORMATS, multi_output=True, dtype=dtype,
                               order="C", reset=first_pass)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -506,7 +659,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._label_binarizer.y_type_ == "multiclass"
 
     def _ff_loss(self):
-        return SoftmaxCrossEntropy() if self._multiclass() else BinaryCrossEntropy()
+        # both divide the penalty as scikit-learn does once the gradient is scaled (_loss_scales)
+        loss = SoftmaxCrossEntropy if self._multiclass() else BinaryCrossEntropy
+        return loss(l2=float(self.alpha))
 
     def _loss_scales(self):
         # softmax and single-logit: identical; multi-label: scikit-learn sums over the labels
@@ -514,13 +669,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return k, k
 
     def _stratify_on(self, Y):
-        return Y if Y.ndim == 1 or Y.shape[1] == 1 else None
+        # scikit-learn stratifies when its binarized y has one column: binary targets only
+        # (not multi-class, whose y it holds one-hot); the same rule gives the same split
+        return Y if Y.ndim == 2 and Y.shape[1] == 1 else None
 
     def _proba(self, X):
-        z = self._logits(X)
+        p = self._ff_loss().predict_proba(self._logits(X))
         if self._multiclass():
-            return _softmax(z)
-        p = _sigmoid(z)
+            return p
         if p.shape[1] == 1 and self._label_binarizer.y_type_ == "binary":
             return np.hstack([1.0 - p, p])
         return p
@@ -597,8 +753,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     module docstring: fastfit's own SquaredError is the full mean over samples
     and outputs).
 
-    Parameters are those of :class:`MLPClassifier` (with early stopping on R^2
-    and an unstratified validation split).
+    Parameters
+    ----------
+    loss : "squared_error", default="squared_error"
+        scikit-learn's other loss, "poisson", is refused.
+
+    The other parameters are those of :class:`MLPClassifier` (with early
+    stopping on R^2 and an unstratified validation split).
 
     Attributes
     ----------
@@ -607,8 +768,28 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     best_validation_score_, n_iter_, t_, model_.
     """
 
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001,
+                 power_t=0.5, max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
+                 warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
+                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 max_fun=15000, dtype=np.float32, n_threads=None):
+        self.loss = loss
+        self._set_common(hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
+                         learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start,
+                         momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2,
+                         epsilon, n_iter_no_change, max_fun, dtype, n_threads)
+
+    def _check_params(self):
+        if self.loss != "squared_error":
+            if self.loss == "poisson":
+                raise ValueError("loss='poisson' is not available: fastfit fits the squared error only "
+                                 "(loss='squared_error')")
+            raise ValueError(f"loss must be 'squared_error', got {self.loss!r}")
+        return super()._check_params()
+
     def _validate_fit_data(self, X, y, incremental, first_pass, dtype):
-        X, y = _validate_data(self, X, y, accept_sparse=False, multi_output=True, y_numeric=True,
+        X, y = _validate_data(self, X, y, accept_sparse=_SPARSE_FORMATS, multi_output=True, y_numeric=True,
                               dtype=dtype, order="C", reset=first_pass)
         Y = np.ascontiguousarray(y.reshape(-1, 1) if y.ndim == 1 else y, dtype=dtype)
         if not first_pass and Y.shape[1] != self.n_outputs_:
@@ -620,7 +801,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return Y.shape[1]
 
     def _ff_loss(self):
-        return SquaredError()
+        # fastfit's squared error per output is twice scikit-learn's: so is the penalty it takes
+        return SquaredError(l2=2.0 * float(self.alpha))
 
     def _loss_scales(self):
         # scikit-learn: loss 0.5*mean((f-y)^2) over samples and outputs, gradient (f-y)/n_samples;

@@ -28,10 +28,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 # ---------------------------------------------------------------- scikit-learn's own checks
 
 @parametrize_with_checks([
-    MLPClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.01, max_iter=100, random_state=0),
-    MLPRegressor(hidden_layer_sizes=(16,), learning_rate_init=0.01, max_iter=100, random_state=0),
-    MLPClassifier(hidden_layer_sizes=(8, 8), solver="sgd", learning_rate_init=0.05, max_iter=100,
-                  dtype=np.float64, random_state=0),
+    # scikit-learn's defaults at a small budget: its own MLP estimators pass these checks at max_iter=30
+    MLPClassifier(max_iter=30),
+    MLPRegressor(max_iter=30),
+    MLPClassifier(hidden_layer_sizes=(8, 8), solver="sgd", learning_rate="adaptive", learning_rate_init=0.05,
+                  alpha=1e-3, max_iter=100, dtype=np.float64, random_state=0),
 ])
 def test_sklearn_estimator_checks(estimator, check, monkeypatch):
     # check_array_api_input (with NumPy arrays, since the estimators declare no array API
@@ -41,14 +42,19 @@ def test_sklearn_estimator_checks(estimator, check, monkeypatch):
     check(estimator)
 
 
-def test_default_estimators_are_valid():
-    """The defaults are what scikit-learn's MLP estimators use where the meaning is the same."""
-    skc = neural_network.MLPClassifier().get_params()
-    ours = MLPClassifier().get_params()
+@pytest.mark.parametrize("ours_cls, sk_cls", [(MLPClassifier, neural_network.MLPClassifier),
+                                              (MLPRegressor, neural_network.MLPRegressor)])
+def test_parameters_and_defaults_are_sklearns(ours_cls, sk_cls):
+    """Every parameter of scikit-learn's estimator, with its default, plus fastfit's dtype and n_threads."""
+    import inspect
+    sk = sk_cls().get_params()
+    ours = ours_cls().get_params()
     assert ours.pop("dtype") is np.float32 and ours.pop("n_threads") is None
-    for name, value in ours.items():
-        assert skc[name] == value, name
-    assert set(MLPRegressor().get_params()) == set(MLPClassifier().get_params())
+    assert ours == sk
+    # the same positional parameters, in the same order
+    def positional(cls):
+        return [p.name for p in inspect.signature(cls).parameters.values() if p.kind == p.POSITIONAL_OR_KEYWORD]
+    assert positional(ours_cls) == positional(sk_cls)
 
 
 # ---------------------------------------------------------------- agreement with scikit-learn
@@ -75,9 +81,9 @@ def _synced_pair(kind, steps=3, **params):
     ours_cls, sk_cls = ((MLPRegressor, neural_network.MLPRegressor) if kind.startswith("regression")
                         else (MLPClassifier, neural_network.MLPClassifier))
     common = dict(hidden_layer_sizes=(6,), batch_size=X.shape[0], shuffle=False, max_iter=1,
-                  warm_start=True, random_state=0, tol=0.0, n_iter_no_change=1000)
+                  warm_start=True, random_state=0, tol=0.0, n_iter_no_change=1000, alpha=0.0)
     common.update(params)
-    sk = sk_cls(alpha=0.0, **common).fit(X, y)
+    sk = sk_cls(**common).fit(X, y)
     ours = ours_cls(dtype=np.float64, **common).fit(X, y)
     ours.coefs_, ours.intercepts_ = sk.coefs_, sk.intercepts_
     # warm-start fits: both keep the weights and start a fresh optimizer
@@ -109,14 +115,32 @@ def test_sgd_steps_match_sklearn(kind, momentum):
 
 @pytest.mark.parametrize("kind", ["regression", "multiclass"])
 def test_nesterov_matches_sklearn_at_the_lookahead_point(kind):
-    """scikit-learn's Nesterov parameters are fastfit's look-ahead point psi = phi - lr*beta*m (MATH.md)."""
+    """scikit-learn's Nesterov parameters are fastfit's look-ahead point psi = phi - lr*beta*m (docs/math.md)."""
     ours, sk, _, _ = _synced_pair(kind, solver="sgd", learning_rate_init=0.05, momentum=0.9,
                                   nesterovs_momentum=True)
-    opt = ours._optimizer
-    psi = ours.model_.params - opt.lr * opt.momentum * opt.state_buffers()["m"]
-    sk_flat = np.concatenate([np.concatenate([c.T.ravel(), b]) for c, b in zip(sk.coefs_, sk.intercepts_)])
-    np.testing.assert_allclose(psi, sk_flat, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(_lookahead(ours), _flat(sk), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ours.loss_curve_[-3:], sk.loss_curve_[-3:], rtol=1e-10)
+
+
+def _flat(sk):
+    """scikit-learn's weights in fastfit's flat layout (W (out, in), b, layer by layer)."""
+    return np.concatenate([np.concatenate([c.T.ravel(), b]) for c, b in zip(sk.coefs_, sk.intercepts_)])
+
+
+def _lookahead(ours):
+    """Where scikit-learn's Nesterov parameters are: psi = phi - lr_t*beta*m (docs/math.md)."""
+    opt = ours._optimizer
+    return ours.model_.params - opt.lr_at(opt.t) * opt.momentum * opt.state_buffers()["m"]
+
+
+def _assert_same_fit(ours, sk, nesterov=False, rtol=1e-10, loss_rtol=1e-10):
+    if nesterov:
+        np.testing.assert_allclose(_lookahead(ours), _flat(sk), rtol=rtol, atol=1e-12)
+    else:
+        for a, b in zip(ours.coefs_ + ours.intercepts_, sk.coefs_ + sk.intercepts_):
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12)
+    assert ours.n_iter_ == sk.n_iter_ and ours.t_ == sk.t_
+    np.testing.assert_allclose(ours.loss_curve_, sk.loss_curve_, rtol=loss_rtol)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -127,6 +151,121 @@ def test_adam_steps_match_sklearn(kind):
         for a, b in zip(ours.coefs_ + ours.intercepts_, sk.coefs_ + sk.intercepts_):
             np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(ours.loss_curve_[-5:], sk.loss_curve_[-5:], rtol=1e-8)
+
+
+def test_initial_weights_are_sklearns():
+    """The same random_state draws the same Glorot-uniform weights: a step of lr=1e-300 changes no
+    float64 weight, so both estimators' weights after it are their initial weights."""
+    X, y = _problem("multiclass", n=50)
+    params = dict(hidden_layer_sizes=(7, 5), solver="sgd", momentum=0.0, learning_rate_init=1e-300,
+                  max_iter=1, random_state=3)
+    sk = neural_network.MLPClassifier(**params).fit(X, y)
+    ours = MLPClassifier(dtype=np.float64, **params).fit(X, y)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, sk.coefs_ + sk.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    bound = np.sqrt(6 / (4 + 7))
+    assert 0.9 * bound < np.abs(ours.coefs_[0]).max() < bound  # U(-a, a) with a = sqrt(6/(in+out))
+    other = MLPClassifier(dtype=np.float64, **{**params, "random_state": 4}).fit(X, y)
+    assert not np.array_equal(other.coefs_[0], ours.coefs_[0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_alpha_is_sklearns_penalty(kind, solver):
+    """alpha: the same gradient (alpha*W/batch) and the same reported loss (data + alpha/2 ||W||^2 / n)."""
+    ours, sk, _, _ = _synced_pair(kind, solver=solver, alpha=0.3, learning_rate_init=0.05, momentum=0.9,
+                                  nesterovs_momentum=False)
+    _assert_same_fit(ours, sk, rtol=1e-8, loss_rtol=1e-9)
+    plain, _, _, _ = _synced_pair(kind, solver=solver, alpha=0.0, learning_rate_init=0.05, momentum=0.9,
+                                  nesterovs_momentum=False)
+    assert plain.loss_curve_[-1] < ours.loss_curve_[-1]  # the penalty is in the reported loss
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_alpha_with_several_batches_per_epoch(nesterov):
+    """Minibatches in the same order: the same weights; the loss's penalty within an epoch is
+    interpolated between the epoch's first and last weights, close to scikit-learn's per-batch sum."""
+    # a large alpha, so that the penalty is a tenth of the loss and the weights move fast under it
+    ours, sk, _, _ = _synced_pair("multiclass", solver="sgd", alpha=0.5, batch_size=16, learning_rate_init=0.05,
+                                  momentum=0.9, nesterovs_momentum=nesterov, steps=4)
+    _assert_same_fit(ours, sk, nesterov=nesterov, loss_rtol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["regression", "multiclass", "multilabel"])
+@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_invscaling_is_sklearns(kind, momentum, nesterov):
+    """learning_rate="invscaling": after each epoch lr = learning_rate_init / (t_+1)^power_t, and
+    scikit-learn's velocity carries over: the same trajectory, minibatches included."""
+    ours, sk, _, _ = _synced_pair(kind, solver="sgd", learning_rate="invscaling", power_t=0.25, batch_size=16,
+                                  learning_rate_init=0.1, momentum=momentum, nesterovs_momentum=nesterov,
+                                  steps=4)
+    _assert_same_fit(ours, sk, nesterov=nesterov)
+    assert ours._learning_rate == sk._optimizer.learning_rate == 0.1 / (ours.t_ + 1) ** 0.25
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_adaptive_is_sklearns(nesterov):
+    """learning_rate="adaptive": a stall divides the rate by 5 instead of stopping, until it is <= 1e-6."""
+    # tol=10: no epoch improves enough, so every second epoch divides the rate by 5
+    ours, sk, _, _ = _synced_pair("multiclass", solver="sgd", learning_rate="adaptive", tol=10.0,
+                                  n_iter_no_change=1, learning_rate_init=0.1, momentum=0.9,
+                                  nesterovs_momentum=nesterov, steps=6)
+    _assert_same_fit(ours, sk, nesterov=nesterov)
+    assert ours._learning_rate == pytest.approx(sk._optimizer.learning_rate, rel=1e-15)
+    assert ours._learning_rate == pytest.approx(0.1 / 5 ** 3)
+    # a rate that reaches 1e-6 stops the fit, as in scikit-learn
+    ours, sk, _, _ = _synced_pair("regression", solver="sgd", learning_rate="adaptive", tol=10.0,
+                                  n_iter_no_change=1, learning_rate_init=1e-5, momentum=0.5, steps=50)
+    _assert_same_fit(ours, sk, nesterov=True)
+    assert ours.n_iter_ < 50
+
+
+def test_learning_rate_schedules_leave_adam_alone():
+    """scikit-learn's Adam ignores learning_rate; so do these estimators."""
+    ours, sk, _, _ = _synced_pair("multiclass", solver="adam", learning_rate="invscaling", learning_rate_init=0.01,
+                                  batch_size=16, steps=3)
+    _assert_same_fit(ours, sk, rtol=1e-8, loss_rtol=1e-8)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
+def test_sparse_input(fmt, cls):
+    """CSR and CSC X fit and predict as their dense copies do (densified a run of batches at a time)."""
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    X, y = _problem("multiclass" if cls is MLPClassifier else "regression-1d", n=90)
+    X[np.abs(X) < 0.8] = 0.0
+    S = scipy_sparse.random(1, 1, format=fmt).__class__(X)
+    params = dict(hidden_layer_sizes=(8,), max_iter=5, batch_size=16, dtype=np.float64, random_state=0)
+    dense = cls(**params).fit(X, y)
+    sparse = cls(**params).fit(S, y)
+    np.testing.assert_array_equal(sparse.model_.params, dense.model_.params)
+    np.testing.assert_array_equal(sparse.predict(S), dense.predict(X))
+    assert sparse.score(S, y) == dense.score(X, y)
+    early = cls(early_stopping=True, **params).fit(S, y)  # the validation split keeps X sparse
+    assert len(early.validation_scores_) == early.n_iter_
+
+
+@pytest.mark.parametrize("activation", ["identity", "logistic", "tanh"])
+def test_other_activations_are_refused(activation):
+    X, y = _problem("binary", n=20)
+    for cls in (MLPClassifier, MLPRegressor):
+        with pytest.raises(ValueError, match="activation='%s' is not available: fastfit trains ReLU" % activation):
+            cls(activation=activation).fit(X, y)
+    with pytest.raises(ValueError, match="activation must be 'relu'"):
+        MLPClassifier(activation="softplus").fit(X, y)
+
+
+def test_accepted_sklearn_parameters():
+    """max_fun (lbfgs only) is accepted and ignored; n_iter_no_change may be np.inf."""
+    X, y = _problem("binary", n=40)
+    a = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0, max_fun=7).fit(X, y)
+    b = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(a.model_.params, b.model_.params)
+    c = MLPClassifier(hidden_layer_sizes=(4,), max_iter=5, tol=10.0, n_iter_no_change=np.inf,
+                      random_state=0).fit(X, y)
+    assert c.n_iter_ == 5
+    # validation_fraction=0 is fine without early stopping (as in scikit-learn)
+    MLPClassifier(hidden_layer_sizes=(4,), max_iter=1, validation_fraction=0.0).fit(X, y)
 
 
 # ---------------------------------------------------------------- in scikit-learn's tools
@@ -278,15 +417,35 @@ def test_early_stopping_restores_best_validation_weights():
     clf.fit(X, y)
     assert clf.best_loss_ is None and len(clf.validation_scores_) == clf.n_iter_ < 200
     assert clf.best_validation_score_ == max(clf.validation_scores_)
-    # the same split as the estimator's (its random state: one draw for the weights, then the split)
+    # the same split as the estimator's, and scikit-learn's: the random state draws the initial
+    # weights (coefs, then intercepts, layer by layer), then the split (stratified for binary y only)
     rs = np.random.RandomState(0)
-    rs.randint(np.iinfo(np.int32).max)
-    _, X_val, _, y_val = train_test_split(X, y, random_state=rs, test_size=0.2, stratify=y)
+    for fan_in, fan_out in [(64, 32), (32, 10)]:
+        rs.uniform(size=(fan_in, fan_out))
+        rs.uniform(size=fan_out)
+    _, X_val, _, y_val = train_test_split(X, y, random_state=rs, test_size=0.2)
     assert clf.score(X_val, y_val) == clf.best_validation_score_
     reg = MLPRegressor(hidden_layer_sizes=(16,), early_stopping=True, max_iter=50, random_state=0)
     Xr, yr = _problem("regression", n=200)
     reg.fit(Xr, yr)
     assert reg.best_validation_score_ == max(reg.validation_scores_)
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_early_stopping_is_sklearns(kind):
+    """The same random_state gives the same initial weights and the same validation split as
+    scikit-learn's; with full batches in order the fits are step for step the same."""
+    X, y = _problem(kind, n=150)
+    params = dict(hidden_layer_sizes=(8,), early_stopping=True, validation_fraction=0.2, shuffle=False,
+                  learning_rate_init=0.02, n_iter_no_change=3, tol=1e-3, max_iter=300, random_state=1)
+    ours_cls, sk_cls = ((MLPRegressor, neural_network.MLPRegressor) if kind == "regression"
+                        else (MLPClassifier, neural_network.MLPClassifier))
+    sk = sk_cls(**params).fit(X, y)
+    ours = ours_cls(dtype=np.float64, **params).fit(X, y)
+    assert ours.n_iter_ == sk.n_iter_ < 300
+    np.testing.assert_allclose(ours.validation_scores_, sk.validation_scores_, rtol=1e-8)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, sk.coefs_ + sk.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)
 
 
 def test_warm_start_continues_and_checks_classes():
@@ -327,6 +486,12 @@ def test_fitted_attributes_pickle_and_views():
 
 @pytest.mark.parametrize("params, match", [
     (dict(solver="lbfgs"), "lbfgs"),
+    (dict(alpha=-1.0), "alpha"),
+    (dict(learning_rate="optimal"), "learning_rate must be one of"),
+    (dict(power_t=-0.5), "power_t"),
+    (dict(max_fun=0), "max_fun"),
+    (dict(n_iter_no_change=2.5), "n_iter_no_change"),
+    (dict(early_stopping=True, validation_fraction=0.0), "validation_fraction > 0"),
     (dict(momentum=1.0), "momentum"),
     (dict(hidden_layer_sizes=(4, 0)), "hidden_layer_sizes"),
     (dict(batch_size=0), "batch_size"),
@@ -340,6 +505,14 @@ def test_parameter_errors(params, match):
         MLPClassifier(**params).fit(X, y)
     with pytest.raises(TypeError, match="dtype"):
         MLPRegressor(dtype=np.int32).fit(X, y.astype(float))
+
+
+def test_poisson_loss_is_refused():
+    X, y = _problem("regression-1d", n=20)
+    with pytest.raises(ValueError, match="loss='poisson' is not available"):
+        MLPRegressor(loss="poisson").fit(X, np.abs(y))
+    with pytest.raises(ValueError, match="loss must be 'squared_error'"):
+        MLPRegressor(loss="absolute_error").fit(X, y)
 
 
 def test_single_class_and_dtype_and_verbose():
