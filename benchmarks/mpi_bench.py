@@ -733,7 +733,7 @@ def link_markdown(res):
 def driver(args):
     launcher = mpiexec()
     if launcher is None:
-        raise SystemExit("no mpiexec: pip install \"fastfit[mpi]\"")
+        raise SystemExit("no mpiexec: pip install mpi4py mpich")
     me = os.path.abspath(__file__)
     common = ["--rows", str(args.rows), "--epochs", str(args.epochs)]
     results = {"workload": workload_info(args),

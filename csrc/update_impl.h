@@ -12,8 +12,9 @@
  * operation on them runs many times slower on x86 CPUs. The reference flushes
  * the same values, so the two stay equal.
  *
- * Each loop returns nonzero when a parameter it wrote is not finite
- * (x - x is NaN exactly for infinities and NaNs). */
+ * Each loop returns nonzero when a parameter or a state value it wrote is not
+ * finite (x - x is NaN exactly for infinities and NaNs): a state that overflows
+ * (g^2 beyond the type's range, say) would otherwise freeze its parameters. */
 
 #define FF_CAT_(a, b) a##_##b
 #define FF_CAT(a, b) FF_CAT_(a, b)
@@ -49,7 +50,7 @@ static FF_INLINE int FN(momentum_loop)(const ff_rule *r, T *restrict p, const T 
         T p_new = p[i] - lr * m_new;
         m[i] = m_new;
         p[i] = p_new;
-        bad |= (p_new - p_new) != 0;
+        bad |= ((p_new - p_new) != 0) | ((m_new - m_new) != 0);
     }
     return bad;
 }
@@ -75,7 +76,7 @@ static FF_INLINE int FN(nesterov_loop)(const ff_rule *r, T *restrict psi, const 
         T psi_new = psi[i] + keep * m_old - move * m_new;
         m[i] = m_new;
         psi[i] = psi_new;
-        bad |= (psi_new - psi_new) != 0;
+        bad |= ((psi_new - psi_new) != 0) | ((m_new - m_new) != 0);
     }
     return bad;
 }
@@ -102,7 +103,7 @@ static FF_INLINE int FN(adam_loop)(const ff_rule *r, T *restrict p, const T *res
         m[i] = m_new;
         v[i] = v_new;
         p[i] = p_new;
-        bad |= (p_new - p_new) != 0;
+        bad |= ((p_new - p_new) != 0) | ((m_new - m_new) != 0) | ((v_new - v_new) != 0);
     }
     return bad;
 }

@@ -4,7 +4,7 @@
 - ``regression_1d``: the 1-D toy regression of the book's early chapters, built in.
 - ``mnist1d``: MNIST-1D (4,000 train / 1,000 test, 40 features, 10 classes)
   from the ``mnist1d`` package's own generator, when it is installed
-  (``pip install "fastfit[data]"``).
+  (``pip install mnist1d``).
 - ``digits``: scikit-learn's bundled 8x8 digits, when scikit-learn is installed.
 
 Each returns ``(X_train, y_train, X_test, y_test)`` as NumPy arrays (features
@@ -62,7 +62,7 @@ def mnist1d(seed=42):
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as exc:
-        raise MissingDependency("mnist1d is not installed: pip install 'fastfit[data]' (or pip install mnist1d)") from exc
+        raise MissingDependency("mnist1d is not installed: pip install mnist1d") from exc
     args = get_dataset_args()
     args.seed = seed
     # the generator seeds NumPy's and Python's global generators: keep the caller's

@@ -38,7 +38,7 @@ What happens (docs/distributed.md has the launcher and cluster details):
   ranks that went silent; at interpreter exit MPI_Abort then ends the job (a
   plain exit would hang in MPI_Finalize waiting for the dead rank).
 
-mpi4py is optional: ``pip install "fastfit[mpi]"`` installs it with MPICH.
+mpi4py is optional: ``pip install mpi4py mpich`` installs it with MPICH.
 """
 import atexit
 import math
@@ -88,7 +88,7 @@ def _mpi():
         from mpi4py import MPI
     except ImportError as exc:
         raise ImportError("fastfit.distributed needs mpi4py and an MPI library: "
-                          "pip install \"fastfit[mpi]\" (mpi4py and the mpich wheel), "
+                          "pip install mpi4py mpich (mpi4py and the MPICH wheel), "
                           f"or mpi4py built against your cluster's MPI ({exc})") from None
     return MPI
 

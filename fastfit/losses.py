@@ -161,7 +161,8 @@ class BinaryCrossEntropy(Loss):
 
     def predict_proba(self, out):
         """sigmoid(out), one probability per output."""
-        e = np.exp(-np.abs(np.asarray(out, dtype=np.float64)))  # in (0, 1]: never overflows
+        out = np.asarray(out, dtype=np.float64)
+        e = np.exp(-np.abs(out))  # in (0, 1]: never overflows
         return np.where(out >= 0, 1 / (1 + e), e / (1 + e))
 
 

@@ -18,7 +18,7 @@ def _pyplot():
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise ImportError("fastfit.plot needs matplotlib: pip install 'fastfit[plot]'") from exc
+        raise ImportError("fastfit.plot needs matplotlib: pip install matplotlib") from exc
     return plt
 
 

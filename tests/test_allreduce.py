@@ -82,12 +82,12 @@ def test_bfloat16_relative_error_bound():
 
 # ---------------------------------------------------------------- the all-reduce, under MPI
 
-mpi4py = pytest.importorskip("mpi4py", reason="fastfit._allreduce needs mpi4py: pip install \"fastfit[mpi]\"")
+mpi4py = pytest.importorskip("mpi4py", reason="fastfit._allreduce needs mpi4py: pip install mpi4py mpich")
 sys.path.insert(0, HERE)
 from test_distributed import MPIEXEC, launcher, mpirun  # noqa: E402,F401  (the shared launcher checks)
 
 needs_mpiexec = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec or mpirun found: pip install "
-                                                             "\"fastfit[mpi]\" (the mpich wheel ships one)")
+                                                             "mpi4py mpich (the mpich wheel ships one)")
 
 
 def _run(n, tmp_path_factory):

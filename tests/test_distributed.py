@@ -2,7 +2,7 @@
 
 Each test launches the ranks as a subprocess with a time limit, so a hang fails
 the test instead of stalling the suite. Skipped, saying why, where mpi4py or
-an ``mpiexec`` is not installed (``pip install "fastfit[mpi]"`` brings both).
+an ``mpiexec`` is not installed (``pip install mpi4py mpich`` brings both).
 """
 import json
 import os
@@ -16,7 +16,7 @@ import pytest
 
 import fastfit as ff
 
-pytest.importorskip("mpi4py", reason="fastfit.distributed needs mpi4py: pip install \"fastfit[mpi]\"")
+pytest.importorskip("mpi4py", reason="fastfit.distributed needs mpi4py: pip install mpi4py mpich")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = os.path.join(HERE, "mpi_scripts")
@@ -34,7 +34,7 @@ def _find_mpiexec():
 
 
 MPIEXEC = _find_mpiexec()
-pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec or mpirun found: pip install \"fastfit[mpi]\" "
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec or mpirun found: pip install mpi4py mpich "
                                                         "(the mpich wheel ships one)")
 
 

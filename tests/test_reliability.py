@@ -343,8 +343,6 @@ def test_nesterov_prepare_refuses_a_look_ahead_beyond_the_dtype_and_leaves_the_m
     assert not opt._lookahead
 
 
-@pytest.mark.xfail(strict=True, reason="the compiled update reports non-finite parameters only: Adam's v "
-                                       "overflows (g*g beyond float32) while the parameters stay finite")
 def test_an_update_that_overflows_the_optimizer_state_stops_the_fit():
     """Inputs of 1e20 in float32: g*g overflows, v becomes infinite and m_hat / sqrt(v_hat) is 0,
     so those parameters would stop moving for good, silently. The fit must stop instead."""
