@@ -191,6 +191,11 @@ class MLP:
         finally:
             self._use.release()
 
+    def _blas_threads(self, flops_per_param):
+        """BLAS threads for a pass of that many flops per parameter: one for small ones (BLAS's
+        threads cost more than they give there), all cores for large ones; restored after."""
+        return _threads.blas_threads(_threads.auto_threads(flops_per_param * self.n_params))
+
     @property
     def n_params(self):
         """Number of weights and biases."""
@@ -223,7 +228,7 @@ class MLP:
             raise ValueError(f"X has {rows} rows; one forward pass takes at most {_checks.BLAS_INT_MAX} "
                              "(BLAS's 32-bit sizes): use predict(), which works in chunks")
         X = _checks.features(X, self.n_inputs, self.dtype)
-        with self.exclusive("forward"):
+        with self.exclusive("forward"), self._blas_threads(2 * X.shape[0]):
             B = X.shape[0]
             if self._ws is None or self._ws.capacity < B:
                 self._ws = self.workspace(B)
@@ -244,7 +249,7 @@ class MLP:
         if arr.shape != (B, C):
             raise ValueError(f"dout must have the shape of the last forward's output {(B, C)}, got {arr.shape}")
         arr = _checks.finite_array(arr, self.dtype, "dout")
-        with self.exclusive("backward"):
+        with self.exclusive("backward"), self._blas_threads(4 * B):
             X, self._last_X = self._last_X, None
             self._output(self._ws, B)[...] = arr
             _core.backward(self._net, X, self._ws)
@@ -262,7 +267,7 @@ class MLP:
         cap = min(N, batch_size)
         ws = self.workspace(cap)
         out = np.empty((N, self.n_outputs), dtype=self.dtype)
-        with self.exclusive("predict"):
+        with self.exclusive("predict"), self._blas_threads(2 * cap):
             for start in range(0, N, cap):
                 chunk = rows.dense(start, min(N, start + cap))
                 _core.forward(self._net, chunk, ws)
