@@ -14,6 +14,7 @@ FRAMEWORKS = {
     "fastfit": ("fastfit_fw", ["fastfit"], "fastfit"),
     "reference": ("reference_fw", ["fastfit"], "NumPy reference"),
     "torch": ("torch_fw", ["torch"], "PyTorch eager"),
+    "torch-compile": ("torch_compile_fw", ["torch"], "PyTorch compile"),
     "sklearn": ("sklearn_fw", ["sklearn"], "scikit-learn"),
     "jax": ("jax_fw", ["jax", "jaxlib"], "JAX jit+scan"),
 }
@@ -35,9 +36,12 @@ def load(name):
     return importlib.import_module(f"{__name__}.{FRAMEWORKS[name][0]}")
 
 
-def supports(name, workload):
-    """Which (framework, workload) pairs are run: everything in float32; float64 rows
-    compare fastfit with scikit-learn (the issue's float64 target)."""
+def supports(name, workload, compile_on=None):
+    """Which (framework, workload) pairs are run: everything in float32, except that
+    torch.compile (slow to compile) runs only on ``compile_on`` (all if None); float64
+    rows compare fastfit with scikit-learn, the float64 peer its users would pick."""
     if workload.dtype == "float64":
         return name in ("fastfit", "sklearn")
+    if name == "torch-compile" and compile_on is not None:
+        return workload.name in compile_on
     return True
