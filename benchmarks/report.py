@@ -285,8 +285,11 @@ def _details_table(results):
                      for t in counts]
             load = r.get("other_load") or 0.0
             variant = r.get("variant") or ""
-            if r.get("compile_s"):
-                variant += f"; compile {min(r['compile_s']):.0f}-{max(r['compile_s']):.0f} s"
+            comp = [p["compile_s"] for p in r.get("processes", []) if p.get("compile_s") is not None]
+            if comp:
+                lo, hi = min(comp), max(comp)
+                variant += f"; compiling took {lo:.0f} s" if round(lo) == round(hi) else \
+                    f"; compiling took {lo:.0f}-{hi:.0f} s"
             rows.append([name, label(f)] + per_t + [
                 f"{fmt_rate(r['samples_per_s'])} ({r['threads']}t)", r["procs"],
                 f"{100 * r['spread']:.0f}%", f"{100 * r['repeat_spread']:.0f}%",
@@ -304,16 +307,19 @@ def _neighbour_section(results):
         return "Not measured" + (f": {last.get('error')}" if last.get("error") else ".")
     phases = last["phases"]
     before = phases["before"]
+    thr = results.get("spread_threshold", 0.10)
+
+    def show(ph, key):
+        runs = ph[key.replace("_s", "_runs")]
+        noisy = len(runs) > 1 and (max(runs) - min(runs)) / min(runs) > thr
+        return f"{ph[key]:.3f} s" + ("" if ph is before else f" ({ph[key] / before[key]:.2f}x)") + (" ⚠" if noisy else "")
+
     rows = []
     for key, what in (("torch_s", "PyTorch epoch"), ("hgb_s", "HistGradientBoostingClassifier.fit")):
-        cells = [what]
-        for ph in phases.values():
-            ratio_ = ph[key] / before[key]
-            cells.append(f"{ph[key]:.3f} s" + ("" if ph is before else f" ({ratio_:.2f}x)"))
+        cells = [what] + [show(ph, key) for ph in phases.values()]
         first = nb.get("fastfit first") or {}
         if first.get("ok"):
-            ph = first["phases"]["fastfit imported first"]
-            cells.append(f"{ph[key]:.3f} s ({ph[key] / before[key]:.2f}x)")
+            cells.append(show(first["phases"]["fastfit imported first"], key))
         rows.append(cells)
     header = ["in one process"] + list(phases)
     if (nb.get("fastfit first") or {}).get("ok"):
@@ -321,8 +327,10 @@ def _neighbour_section(results):
     env_after = phases[list(phases)[-1]]["env"]
     changed = {k: v for k, v in env_after.items() if before["env"].get(k) != v}
     out = [table(header, rows), "",
-           f"Times: median of {len(before['torch_runs'])} run(s) after a warm-up; in brackets, over the first "
-           "column (above 1: slower). PyTorch ran " + f"{last['torch_threads']} threads. "
+           f"Times: best of {len(before['torch_runs'])} run(s) after a warm-up (all runs are in the JSON); in "
+           "brackets, over the first column (above 1: slower). PyTorch ran "
+           + f"{last['torch_threads']} threads, in the user's environment (no thread settings from the harness). "
+           + f"⚠: its runs spread by more than {thr:.0%}. "
            + ("Environment variables changed by importing or running fastfit: "
               + ", ".join(f"{k}={v}" for k, v in changed.items()) if changed
               else "fastfit changed none of the OpenMP/BLAS environment variables watched.")]
@@ -474,8 +482,19 @@ def markdown(results):
                 "2 x (3 x sum of d_in x d_out - d_0 x d_1) per sample (forward, weight gradient, input gradient "
                 "less the first layer's, which no framework computes); biases, ReLU, the loss and the "
                 "optimizer's per-parameter work are left out, so batch-1 rows understate the work done.", "",
-                _peak_share_table(results), "", "Rates measured (best of "
-                f"{pk['repeats']} after a warm-up):", "", _peak_rates_table(results), ""]
+                _peak_share_table(results), ""]
+        over = [n for n in results["throughput"] for f in ORDER
+                if (of_peak(results, n, rate(results, n, f)) or 0) > 1 or (of_peak(results, n, products(results, n)) or 0) > 1]
+        loads = pk.get("other_load")
+        loads = loads if isinstance(loads, list) else [loads]
+        if over:
+            out += [f"⚠ Some shares exceed 100% ({', '.join(sorted(set(over)))}): the peak was measured while "
+                    "the machine was busier than during those rows, so every share here is too high.", ""]
+        out += [f"Rates measured (best of {pk['repeats']} after a warm-up"
+                + (", the better of a measurement at the start and one at the end of the run"
+                   if pk.get("measurements") == 2 else "")
+                + "; other processes kept " + " and ".join(f"{x or 0:.2f}" for x in loads)
+                + " cores busy meanwhile):", "", _peak_rates_table(results), ""]
         if pk.get("errors"):
             out += ["Failed: " + "; ".join(pk["errors"]), ""]
     if (results.get("products") or {}).get("workloads"):

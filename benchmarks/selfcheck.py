@@ -151,6 +151,17 @@ def check_trainers(with_compile):
             check(False, f"{name} trains: {type(exc).__name__}: {exc}")
 
 
+def check_peak_merge():
+    from .run import merge_peaks
+    a = {"ok": True, "rates": [{"backend": "b", "dtype": "float32", "threads": 1, "gflops": 50.0},
+                               {"backend": "b", "dtype": "float32", "threads": 2, "gflops": 20.0}]}
+    b = {"ok": True, "rates": [{"backend": "b", "dtype": "float32", "threads": 1, "gflops": 40.0},
+                               {"backend": "b", "dtype": "float32", "threads": 2, "gflops": 90.0}]}
+    m = merge_peaks(a, b)
+    check(m["peak"]["float32"]["gflops"] == 90.0 and len(m["rates"]) == 2,
+          "two peak measurements merge to the better rate of each (backend, dtype, threads)")
+
+
 def check_public_api():
     private = re.compile(r"\b(?:ff|fastfit)\._[a-z]")
     bad = []
@@ -206,6 +217,7 @@ def main(argv):
     check_sampling()
     check_timing()
     check_workloads()
+    check_peak_merge()
     check_public_api()
     check_report(paths[0] if paths else None)
     check_trainers(with_compile)

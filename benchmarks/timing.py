@@ -39,25 +39,32 @@ def spread(values):
     return (max(values) - min(values)) / statistics.median(values)
 
 
-def choose_variant(trainer, pilot_rows, target_s):
-    """Warm every variant, time each on the pilot in alternation, keep the fastest."""
+def choose_variant(trainer, pilot_rows, t_pilot, batch, target_s):
+    """Warm every variant, time each in alternation, keep the fastest; (name, pilot rates, rows used).
+
+    The variants are compared on a prefix of the pilot short enough that all of
+    them together take about two repeats' time (at least two batches each), so a
+    slow framework does not spend minutes choosing how to loop.
+    """
     variants = list(getattr(trainer, "variants", None) or [])
     if len(variants) < 2:
-        return None, {}
-    first = {}
+        return None, {}, pilot_rows
+    per_variant = target_s / len(variants)
+    rows = pilot_rows
+    if t_pilot > per_variant:
+        rows = max(2 * batch, int(pilot_rows * per_variant / t_pilot) // batch * batch)
+        trainer.prepare(rows)
     for v in variants:
         trainer.use(v)
-        first[v] = _timed(trainer.run, 1)                # its own warm-up (compilation, first touch)
+        trainer.run(1)                                    # its own warm-up (first calls, first touch)
     best = {v: math.inf for v in variants}
-    one_round = sum(min(first[v], 10 * target_s) for v in variants)
-    rounds = 2 if one_round < 2 * target_s else 1        # a second round only where it is cheap
-    for _ in range(rounds):
+    for _ in range(2):
         for v in variants:
             trainer.use(v)
             best[v] = min(best[v], _timed(trainer.run, 1))
     chosen = min(variants, key=best.get)
     trainer.use(chosen)
-    return chosen, {v: pilot_rows / t for v, t in best.items()}
+    return chosen, {v: rows / t for v, t in best.items()}, rows
 
 
 def measure(trainer, n_total, batch, target_s, repeats, min_pilot_rows=1024):
@@ -65,13 +72,13 @@ def measure(trainer, n_total, batch, target_s, repeats, min_pilot_rows=1024):
     pilot = min(n_total, batch * max(2, math.ceil(min_pilot_rows / batch)))
     trainer.prepare(pilot)
     t_warm = _timed(trainer.run, 1)                     # compile, threads, first touch
-    variant, variant_rates = choose_variant(trainer, pilot, target_s)
     t_pilot = _timed(trainer.run, 1)
-    rate = pilot / t_pilot
+    variant, variant_rates, prepared = choose_variant(trainer, pilot, t_pilot, batch, target_s)
+    rate = variant_rates[variant] if variant else pilot / t_pilot
     want = rate * target_s                              # samples one repeat should hold
     rows = int(min(n_total, max(batch, want // batch * batch)))
     epochs = max(1, int(round(want / rows)))
-    if rows != pilot:
+    if rows != prepared:
         trainer.prepare(rows)
         _timed(trainer.run, 1)                          # warm up at the timed size
     times = [_timed(trainer.run, epochs) for _ in range(repeats)]

@@ -132,8 +132,8 @@ def make_plan(mode="full", frameworks=None, only=None):
     elif mode == "quick":
         wls = main_workloads(["tiny", "small"]) + step_workloads([1]) + f64_workloads(["small"])
         plan = Plan("quick", wls, frameworks, repeats=3, target_s=0.1, compile_on=("tiny-b32",),
-                    memory_batches=(64, 4096), peak_n=2048, peak_repeats=2)
-        plan.neighbour.update(torch_steps=100, repeats=2)
+                    memory_batches=(64, 1024), peak_n=2048, peak_repeats=2)
+        plan.neighbour.update(torch_steps=100)
         plan.notes.append("--quick: tiny and small at their main batch, tiny at batch 1, small in float64; "
                           "torch.compile on tiny only; 3 repeats of ~0.1 s per process; memory at 2 batch sizes")
     elif mode == "smoke":
