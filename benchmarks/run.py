@@ -154,8 +154,13 @@ def main(argv=None):
             results["notes"].append(f"{frameworks.label(name)} skipped: {', '.join(missing)} not installed")
         else:
             env = env_ff if name in ("fastfit", "reference") else env_peer
-            base = ff_base if name == "fastfit" else procs.run_worker(
-                {"task": "baseline", "framework": name, "threads": top}, env[top], timeout)
+            same_imports = {"torch-compile": "torch"}.get(name)     # the same imports: the same baseline
+            if name == "fastfit":
+                base = ff_base
+            elif same_imports in results["frameworks"] and results["frameworks"][same_imports].get("baseline_ok"):
+                base = dict(results["frameworks"][same_imports], ok=True)
+            else:
+                base = procs.run_worker({"task": "baseline", "framework": name, "threads": top}, env[top], timeout)
             entry.update(baseline_bytes=base.get("baseline_bytes"), describe=base.get("describe"),
                          blas=base.get("blas"), baseline_ok=base.get("ok"), error=base.get("error"))
             if base.get("ok"):
