@@ -53,7 +53,7 @@ def parse_args(argv):
     p.add_argument("--skip", default="",
                    help=f"comma-separated parts to leave out: {','.join(PARTS)}")
     p.add_argument("--repeats", type=int, help="timed repeats per process (default 5, --quick 3)")
-    p.add_argument("--target-seconds", type=float, help="seconds per timed repeat (default 0.25, --quick 0.1)")
+    p.add_argument("--target-seconds", type=float, help="seconds per timed repeat (default 0.2, --quick 0.1)")
     p.add_argument("--peer-blas", choices=("same", "default"), default="same",
                    help="'same': the peers' OpenBLAS uses the kernels fastfit chose; 'default': their own choice")
     p.add_argument("--wait-idle", type=float,
@@ -121,7 +121,7 @@ def main(argv=None):
     plan.procs, plan.spread_threshold = args.procs, args.spread
     top = max(plan.thread_counts)
     idle = Idle(args.wait_idle if args.wait_idle is not None else (10.0 if mode == "full" else 0.0))
-    timeout = {"smoke": 120, "quick": 300, "full": 1200}[mode]
+    timeout = {"smoke": 120, "quick": 300, "full": 600}[mode]
     command = " ".join(["python -m benchmarks"] + argv)
 
     results = {"command": command, "mode": mode, "thread_counts": list(plan.thread_counts), "procs": plan.procs,
@@ -199,7 +199,7 @@ def _measure(plan, args, results, active, env_ff, env_peer, idle, timeout, data_
         results["peak"] = _log_peak(procs.run_worker(peak_spec, env_ff[top], timeout))
 
     # ---- throughput: per workload, its products alone, then each framework at each thread count
-    pairs = [(w, f) for w in plan.workloads for f in active if frameworks.supports(f, w, plan.compile_on)]
+    pairs = [(w, f) for w in plan.workloads for f in active if frameworks.supports(f, w, plan)]
     results["products"] = {"ok": True, "workloads": {}, "skipped": "products" in args.skip}
     done = 0
     for wl in plan.workloads:
@@ -217,7 +217,7 @@ def _measure(plan, args, results, active, env_ff, env_peer, idle, timeout, data_
             else:
                 results["products"].setdefault("errors", {})[wl.name] = lim.get("error")
         for name in active:
-            if not frameworks.supports(name, wl, plan.compile_on):
+            if not frameworks.supports(name, wl, plan):
                 continue
             done += 1
             env = env_ff if name in ("fastfit", "reference") else env_peer
@@ -227,7 +227,7 @@ def _measure(plan, args, results, active, env_ff, env_peer, idle, timeout, data_
                 spec = {"task": "throughput", "framework": name, "threads": t, "workload": wl.as_dict(),
                         "target_s": plan.target_s, "repeats": plan.repeats, "data_dir": data_dir}
                 waited = idle()
-                res = procs.run_worker(spec, env[t], timeout * (3 if name == "torch-compile" else 1))
+                res = procs.run_worker(spec, env[t], timeout * (2 if name == "torch-compile" else 1))
                 res["waited_for_idle_s"] = waited
                 if res.get("ok"):
                     log(f"{tag} {t} thr: {report.fmt_rate(res['samples_per_s']):>6s}/s  repeats ±"

@@ -107,6 +107,7 @@ class Plan:
     procs: int = 2                   # processes at the reported thread count, at least
     spread_threshold: float = 0.10   # above this (max-min over median) a row is flagged and rerun once
     compile_on: tuple = ()           # workloads the torch.compile trainer runs on (compiling is slow)
+    restrict: dict = field(default_factory=dict)   # workload name -> the only frameworks run on it
     memory_sizes: tuple = MEDIUM
     memory_batches: tuple = (64, 128, 256, 512, 1024, 2048, 4096)
     peak_n: int = 3072               # square GEMM size for the machine's peak
@@ -127,15 +128,17 @@ def make_plan(mode="full", frameworks=None, only=None):
     if mode == "full":
         wls = (main_workloads(["tiny", "small", "medium", "large"]) + sweep_workloads([16, 64, 256, 1024])
                + step_workloads([1, 8]) + f64_workloads(["tiny", "small", "medium", "large"]))
-        plan = Plan("full", wls, frameworks, repeats=5, target_s=0.25,
+        plan = Plan("full", wls, frameworks, repeats=5, target_s=0.2,
                     compile_on=("tiny-b32", "small-b64", "medium-b128", "tiny-b1"))
     elif mode == "quick":
         wls = main_workloads(["tiny", "small"]) + step_workloads([1]) + f64_workloads(["small"])
         plan = Plan("quick", wls, frameworks, repeats=3, target_s=0.1, compile_on=("tiny-b32",),
+                    restrict={"tiny-b1": ("fastfit", "reference", "jax")},
                     memory_batches=(64, 1024), peak_n=2048, peak_repeats=2)
         plan.neighbour.update(torch_steps=100)
-        plan.notes.append("--quick: tiny and small at their main batch, tiny at batch 1, small in float64; "
-                          "torch.compile on tiny only; 3 repeats of ~0.1 s per process; memory at 2 batch sizes")
+        plan.notes.append("--quick: tiny and small at their main batch, tiny at batch 1 (fastfit and JAX only), "
+                          "small in float64; torch.compile on tiny only; 3 repeats of ~0.1 s per process; "
+                          "memory at 2 batch sizes")
     elif mode == "smoke":
         wls = main_workloads(["tiny"])
         plan = Plan("smoke", wls, frameworks, repeats=3, target_s=0.02, compile_on=("tiny-b32",),
