@@ -469,8 +469,9 @@ def _method(results):
 
 def markdown(results):
     out = [f"# fastfit benchmarks ({results['mode']})", "", _method(results), ""]
-    out += ["## Throughput, samples/s", "", _throughput_table(results, ["main", "sweep"]), "",
-            "## Per step, microseconds (tiny network)", "", _step_table(results), ""]
+    out += ["## Throughput, samples/s", "", _throughput_table(results, ["main", "sweep"]), ""]
+    if workloads(results, "step") or "tiny-b32" in results["throughput"]:
+        out += ["## Per step, microseconds (tiny network)", "", _step_table(results), ""]
     if workloads(results, "f64"):
         out += ["## float64 against scikit-learn", "", _f64_table(results), ""]
     if (results.get("peak") or {}).get("ok"):

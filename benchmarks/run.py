@@ -340,6 +340,8 @@ def _write(results, md, args):
     put(out, "latest")
     put(out, f"{results['mode']}-{stamp}" if args.out is None else results["mode"])
     if args.save:
+        if args.only or args.skip or args.frameworks:
+            log("note: --save with --only/--skip/--frameworks writes a partial run to the tracked results")
         put(RESULTS_DIR, "latest")
         put(RESULTS_DIR, results["mode"])
     return paths
