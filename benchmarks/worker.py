@@ -1,8 +1,8 @@
 """What runs inside each subprocess: ``python -m benchmarks.worker '<json task>'``.
 
 One task per process, so each measurement gets a clean BLAS setup and its own
-peak memory (``ru_maxrss``). The worker pins itself to the first ``threads``
-CPUs (the only thread-count control XLA honours, applied to every framework
+peak memory (``ru_maxrss``). The worker pins itself to ``threads`` CPUs, the least
+busy at its start (the only thread-count control XLA honours, applied to every framework
 alike; the neighbour task, which plays a user's script, is not pinned),
 imports fastfit first where fastfit or its BLAS is measured (so OpenBLAS picks
 the kernels fastfit chose), runs the task and prints its result as one JSON line
@@ -19,9 +19,34 @@ import traceback
 MARK = "@@RESULT "
 
 
-def pin_cpus(threads):
+def _cpu_busy():
+    """Busy clock ticks of each CPU so far, from /proc/stat ({} elsewhere)."""
+    busy = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    name, *vals = line.split()
+                    vals = [int(v) for v in vals]
+                    busy[int(name[3:])] = sum(vals[:8]) - vals[3] - (vals[4] if len(vals) > 4 else 0)
+    except (OSError, ValueError, IndexError):
+        return {}
+    return busy
+
+
+def pin_cpus(threads, window=0.05):
+    """Pin this process to ``threads`` CPUs: the least busy ones over a short window.
+
+    Fewer threads than CPUs would otherwise always land on the first CPUs, which on
+    a shared machine may be exactly where another process runs.
+    """
     try:
         cpus = sorted(os.sched_getaffinity(0))
+        if threads < len(cpus):
+            b0 = _cpu_busy()
+            time.sleep(window)
+            b1 = _cpu_busy()
+            cpus.sort(key=lambda c: (b1.get(c, 0) - b0.get(c, 0), c))
         os.sched_setaffinity(0, cpus[:max(1, threads)])
         return sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):

@@ -131,14 +131,14 @@ def make_plan(mode="full", frameworks=None, only=None):
         plan = Plan("full", wls, frameworks, repeats=5, target_s=0.2,
                     compile_on=("tiny-b32", "small-b64", "medium-b128", "tiny-b1"))
     elif mode == "quick":
-        wls = main_workloads(["tiny", "small"]) + step_workloads([1]) + f64_workloads(["small"])
+        wls = main_workloads(["tiny", "small"]) + step_workloads([1])
         plan = Plan("quick", wls, frameworks, repeats=3, target_s=0.1, compile_on=("tiny-b32",),
                     restrict={"tiny-b1": ("fastfit", "reference", "jax")},
-                    memory_batches=(64, 1024), peak_n=2048, peak_repeats=2)
-        plan.neighbour.update(torch_steps=100)
+                    memory_batches=(64,), peak_n=2048, peak_repeats=2)
+        plan.neighbour.update(torch_steps=100, repeats=2)
         plan.notes.append("--quick: tiny and small at their main batch, tiny at batch 1 (fastfit and JAX only), "
-                          "small in float64; torch.compile on tiny only; 3 repeats of ~0.1 s per process; "
-                          "memory at 2 batch sizes")
+                          "no float64; torch.compile on tiny only; 3 repeats of ~0.1 s per process; "
+                          "memory at batch 64 only; neighbour times best of 2")
     elif mode == "smoke":
         wls = main_workloads(["tiny"])
         plan = Plan("smoke", wls, frameworks, repeats=3, target_s=0.02, compile_on=("tiny-b32",),
