@@ -32,7 +32,7 @@ def _int_list(text, what):
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="a 1-2 minute run: fewer workloads, shorter repeats")
+    mode.add_argument("--quick", action="store_true", help="a run of about 2 minutes: fewer workloads, shorter repeats")
     mode.add_argument("--smoke", action="store_true",
                       help="a plumbing check in seconds (tiny sizes; its numbers mean nothing)")
     p.add_argument("--threads", default=None,
@@ -46,7 +46,7 @@ def parse_args(argv):
     p.add_argument("--no-rerun", action="store_true", help="flag noisy pairs without running them again")
     p.add_argument("--frameworks", default=None,
                    help=f"comma-separated subset of {','.join(frameworks.ORDER)} (default all; --quick: all but "
-                        "reference; --smoke: fastfit,reference); fastfit always runs. The neighbour rows need torch and sklearn "
+                        "reference and torch-compile; --smoke: fastfit,reference); fastfit always runs. The neighbour rows need torch and sklearn "
                         "among them, the peak's torch.mm needs torch")
     p.add_argument("--only", default="",
                    help="comma-separated workload names or groups (main, sweep, step, f64, tiny, small, ...)")
@@ -99,7 +99,8 @@ def main(argv=None):
     args = parse_args(argv)
     t_start = time.perf_counter()
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    default = {"smoke": ["fastfit", "reference"], "quick": [f for f in frameworks.ORDER if f != "reference"],
+    default = {"smoke": ["fastfit", "reference"],
+               "quick": [f for f in frameworks.ORDER if f not in ("reference", "torch-compile")],
                "full": frameworks.ORDER}[mode]
     chosen = args.frameworks or ",".join(default)
     wanted = [f.strip() for f in chosen.split(",") if f.strip()]

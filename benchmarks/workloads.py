@@ -137,7 +137,7 @@ def make_plan(mode="full", frameworks=None, only=None):
                     memory_batches=(64,), peak_n=2048, peak_repeats=2)
         plan.neighbour.update(torch_steps=100, repeats=2)
         plan.notes.append("--quick: tiny and small at their main batch, tiny at batch 1 (fastfit and JAX only), "
-                          "no float64; torch.compile on tiny only; 3 repeats of ~0.1 s per process; "
+                          "no float64; torch.compile only if asked for, on tiny; 3 repeats of ~0.1 s per process; "
                           "memory at batch 64 only; neighbour times best of 2")
     elif mode == "smoke":
         wls = main_workloads(["tiny"])
