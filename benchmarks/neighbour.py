@@ -33,6 +33,7 @@ def _env():
 
 def run(spec):
     order = spec.get("order", "fastfit last")
+    env_at_start = _env()
     if order == "fastfit first":
         import fastfit  # noqa: F401
     import numpy as np
@@ -77,7 +78,7 @@ def run(spec):
 
     torch_epoch()
     hgb_fit()                                   # warm-up: first-call costs stay out of "before"
-    out = {"order": order, "torch_threads": torch.get_num_threads(), "phases": {}}
+    out = {"order": order, "torch_threads": torch.get_num_threads(), "phases": {}, "env_at_start": env_at_start}
     if order == "fastfit first":
         out["phases"]["fastfit imported first"] = phase()
         return out

@@ -326,15 +326,19 @@ def _neighbour_section(results):
     header = ["in one process"] + list(phases)
     if (nb.get("fastfit first") or {}).get("ok"):
         header.append("another process, fastfit imported first")
-    env_after = phases[list(phases)[-1]]["env"]
-    changed = {k: v for k, v in env_after.items() if before["env"].get(k) != v}
+    changed = {}
+    for proc in (last, nb.get("fastfit first") or {}):
+        if proc.get("ok"):
+            start = proc.get("env_at_start") or list(proc["phases"].values())[0]["env"]
+            end = list(proc["phases"].values())[-1]["env"]
+            changed.update({f"{k}={v} ({proc['order']})": None for k, v in end.items() if start.get(k) != v})
     out = [table(header, rows), "",
            f"Times: best of {len(before['torch_runs'])} run(s) after a warm-up (all runs are in the JSON); in "
            "brackets, over the first column (above 1: slower). PyTorch ran "
            + f"{last['torch_threads']} threads, in the user's environment (no thread settings from the harness). "
            + f"⚠: its runs spread by more than {thr:.0%}. "
            + ("Environment variables changed by importing or running fastfit: "
-              + ", ".join(f"{k}={v}" for k, v in changed.items()) if changed
+              + ", ".join(changed) if changed
               else "fastfit changed none of the OpenMP/BLAS environment variables watched.")]
     return "\n".join(out)
 
