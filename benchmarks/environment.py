@@ -38,15 +38,30 @@ def cpu_flags():
     return []
 
 
-def hypervisor():
+def lscpu():
+    """lscpu's fields (empty where lscpu is missing)."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Hypervisor vendor"):
-                return line.split(":", 1)[1].strip()
     except (OSError, subprocess.SubprocessError):
-        pass
-    return None
+        return {}
+    fields = {}
+    for line in out.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def cpu_description(info):
+    """'AMD EPYC (family 25, model 17, stepping 1)': lscpu's model name with its numbers, which
+    identify the generation where a virtual machine shows only a family name."""
+    name = info.get("Model name") or cpu_model()
+    ids = [f"{k.lower()} {info[k]}" for k in ("CPU family", "Model", "Stepping") if info.get(k)]
+    return name + (f" ({', '.join(ids)})" if ids else "")
+
+
+def hypervisor():
+    return lscpu().get("Hypervisor vendor")
 
 
 def versions():
@@ -86,16 +101,21 @@ def machine(root):
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         mem = None
+    info = lscpu()
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
+        "cpu": cpu_description(info),
         "cpu_flags": cpu_flags(),
-        "hypervisor": hypervisor(),
+        "hypervisor": info.get("Hypervisor vendor"),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "threads_per_core": info.get("Thread(s) per core"),
+        "caches": {k: info[k] for k in ("L1d cache", "L2 cache", "L3 cache") if info.get(k)},
+        "hostname": platform.node(),
         "memory_bytes": mem,
         "platform": platform.platform(),
         "fastfit_commit": git_commit(root),
         "fastfit_built": built_core(root),
         "versions": versions(),
-        "user_env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OMP_NUM_THREADS", "FASTFIT_BLAS_SELECT")},
+        "user_env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OMP_NUM_THREADS", "OMP_WAIT_POLICY",
+                                                    "FASTFIT_BLAS_SELECT", "XLA_FLAGS")},
     }

@@ -1,11 +1,12 @@
 """Starting workers: one subprocess per task, all with the same thread settings.
 
-Every worker gets the same environment: OMP/OpenBLAS/MKL thread counts set to
-``threads``, XLA told to use its Eigen thread pool (which it sizes from the CPU
-affinity that the worker pins), and, for the peers, the OpenBLAS kernel choice
-that fastfit made (``OPENBLAS_CORETYPE``; ``--peer-blas default`` lets their
-OpenBLAS choose by itself instead). fastfit's own processes inherit the user's
-environment untouched, so fastfit makes its choice as it would for a user.
+Every worker at a given thread count gets the same environment: OMP/OpenBLAS/MKL
+thread counts set to ``threads``, XLA's matrix products on its thread pool (which
+it sizes from the CPU affinity that the worker pins) at more than one thread and
+off it at one, and, for the peers, the OpenBLAS kernel choice that fastfit made
+(``OPENBLAS_CORETYPE``; ``--peer-blas default`` lets their OpenBLAS choose by
+itself instead). fastfit's own processes get no kernel choice from us, so
+fastfit makes its choice as it would for a user.
 """
 import json
 import os
@@ -27,7 +28,8 @@ def worker_env(threads, coretype=None, extra=None):
         env[var] = str(threads)
     flags = env.get("XLA_FLAGS", "")
     if "xla_cpu_multi_thread_eigen" not in flags:
-        env["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=true").strip()
+        multi = "true" if threads > 1 else "false"
+        env["XLA_FLAGS"] = (flags + f" --xla_cpu_multi_thread_eigen={multi}").strip()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if coretype:
         env["OPENBLAS_CORETYPE"] = coretype
@@ -63,6 +65,14 @@ def wait_idle(max_s, threshold=0.25, window=0.5):
         if (_busy_seconds() - b0) / window < threshold or time.perf_counter() - t0 >= max_s:
             return time.perf_counter() - t0
         time.sleep(2.0)
+
+
+def user_env():
+    """The environment a user's own script would have: ours, less the thread settings we add."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
 
 
 def run_worker(spec, env, timeout):

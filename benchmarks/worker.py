@@ -1,8 +1,9 @@
 """What runs inside each subprocess: ``python -m benchmarks.worker '<json task>'``.
 
 One task per process, so each measurement gets a clean BLAS setup and its own
-peak memory (``ru_maxrss``). The worker pins itself to the first ``threads``
-CPUs (the only thread control XLA honours, applied to every framework alike),
+peak memory (``ru_maxrss``). The worker pins itself to ``threads`` CPUs, the least
+busy at its start (the only thread-count control XLA honours, applied to every framework
+alike; the neighbour task, which plays a user's script, is not pinned),
 imports fastfit first where fastfit or its BLAS is measured (so OpenBLAS picks
 the kernels fastfit chose), runs the task and prints its result as one JSON line
 after ``@@RESULT``. Nothing heavy is imported before the task asks for it, so the
@@ -18,9 +19,34 @@ import traceback
 MARK = "@@RESULT "
 
 
-def pin_cpus(threads):
+def _cpu_busy():
+    """Busy clock ticks of each CPU so far, from /proc/stat ({} elsewhere)."""
+    busy = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    name, *vals = line.split()
+                    vals = [int(v) for v in vals]
+                    busy[int(name[3:])] = sum(vals[:8]) - vals[3] - (vals[4] if len(vals) > 4 else 0)
+    except (OSError, ValueError, IndexError):
+        return {}
+    return busy
+
+
+def pin_cpus(threads, window=0.05):
+    """Pin this process to ``threads`` CPUs: the least busy ones over a short window.
+
+    Fewer threads than CPUs would otherwise always land on the first CPUs, which on
+    a shared machine may be exactly where another process runs.
+    """
     try:
         cpus = sorted(os.sched_getaffinity(0))
+        if threads < len(cpus):
+            b0 = _cpu_busy()
+            time.sleep(window)
+            b1 = _cpu_busy()
+            cpus.sort(key=lambda c: (b1.get(c, 0) - b0.get(c, 0), c))
         os.sched_setaffinity(0, cpus[:max(1, threads)])
         return sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -65,7 +91,7 @@ def task_baseline(spec):
 
 
 def task_throughput(spec):
-    from .workloads import Workload, make_data
+    from .workloads import Workload, cached_data
     from .frameworks import load
     from .timing import measure
     name = spec["framework"]
@@ -73,19 +99,38 @@ def task_throughput(spec):
     if name in ("fastfit", "reference"):
         import fastfit  # noqa: F401  (before NumPy/SciPy load their BLAS)
     module = load(name)
-    X, y = make_data(wl)
+    X, y = cached_data(spec.get("data_dir"), wl)
     trainer = module.Trainer(wl, X, y, spec["threads"])
     res = measure(trainer, wl.n_rows, wl.batch, spec["target_s"], spec["repeats"])
     res["data_bytes"] = int(X.nbytes + y.nbytes)
     res["notes"] = getattr(trainer, "notes", [])
-    if name == "torch":
-        res["adam"] = trainer.adam
+    for attr in ("adam", "compile_s"):
+        if getattr(trainer, attr, None) is not None:
+            res[attr] = getattr(trainer, attr)
+    if res.get("variant") and "Adam" in res["variant"]:
+        res["adam"] = res["variant"].split(", ")[1]
     return res
 
 
-def task_gemm(spec):
+def task_products(spec):
     import fastfit  # noqa: F401  (fastfit's kernel choice, before SciPy's BLAS loads)
-    from .gemm_bound import run
+    from .products import run
+    return run(spec)
+
+
+def task_peak(spec):
+    import fastfit  # noqa: F401  (the kernels fastfit chooses are the fastest OpenBLAS offers here)
+    from .peak import run
+    return run(spec)
+
+
+def task_neighbour(spec):
+    from .neighbour import run         # imports fastfit itself, halfway through
+    return run(spec)
+
+
+def task_longrun(spec):
+    from .longrun import run
     return run(spec)
 
 
@@ -95,13 +140,13 @@ def task_memory(spec):
     return run(spec)
 
 
-TASKS = {"baseline": task_baseline, "throughput": task_throughput, "gemm": task_gemm,
-         "memory": task_memory}
+TASKS = {"baseline": task_baseline, "throughput": task_throughput, "products": task_products,
+         "peak": task_peak, "neighbour": task_neighbour, "longrun": task_longrun, "memory": task_memory}
 
 
 def main(argv):
     spec = json.loads(argv[1])
-    cpus = pin_cpus(spec.get("threads", 1))
+    cpus = pin_cpus(spec.get("threads", 1)) if spec.get("pin", True) else None
     t0 = time.perf_counter()
     try:
         result = TASKS[spec["task"]](spec)
@@ -109,11 +154,15 @@ def main(argv):
     except Exception as exc:  # reported, not raised: one failure must not stop the run
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
                   "traceback": traceback.format_exc()}
-    core = sys.modules.get("fastfit._core")
-    if core is not None:  # which build of the compiled core ran (the tree may change under a run)
+    built = sorted(m.__file__ for name, m in list(sys.modules.items())
+                   if name.startswith("fastfit.") and str(getattr(m, "__file__", "")).endswith((".so", ".pyd")))
+    if built:  # which build of fastfit's compiled modules ran (the tree may change under a run)
         import hashlib
-        with open(core.__file__, "rb") as f:
-            result["fastfit_core_sha"] = hashlib.sha256(f.read()).hexdigest()[:12]
+        digest = hashlib.sha256()
+        for path in built:
+            with open(path, "rb") as f:
+                digest.update(f.read())
+        result["fastfit_core_sha"] = digest.hexdigest()[:12]
     result["cpus"] = cpus
     result["max_rss_bytes"] = max_rss_bytes()
     result["wall_s"] = time.perf_counter() - t0

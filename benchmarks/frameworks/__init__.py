@@ -14,6 +14,7 @@ FRAMEWORKS = {
     "fastfit": ("fastfit_fw", ["fastfit"], "fastfit"),
     "reference": ("reference_fw", ["fastfit"], "NumPy reference"),
     "torch": ("torch_fw", ["torch"], "PyTorch eager"),
+    "torch-compile": ("torch_compile_fw", ["torch"], "PyTorch compile"),
     "sklearn": ("sklearn_fw", ["sklearn"], "scikit-learn"),
     "jax": ("jax_fw", ["jax", "jaxlib"], "JAX jit+scan"),
 }
@@ -35,9 +36,17 @@ def load(name):
     return importlib.import_module(f"{__name__}.{FRAMEWORKS[name][0]}")
 
 
-def supports(name, workload):
-    """Which (framework, workload) pairs are run: everything in float32; float64 rows
-    compare fastfit with scikit-learn (the issue's float64 target)."""
+def supports(name, workload, plan=None):
+    """Which (framework, workload) pairs are run: everything in float32, except that
+    torch.compile (slow to compile) runs only on the plan's ``compile_on`` and a plan
+    may limit a workload to some frameworks (``plan.restrict``); float64 rows compare
+    fastfit with scikit-learn, the float64 peer its users would pick."""
     if workload.dtype == "float64":
         return name in ("fastfit", "sklearn")
+    if plan is not None:
+        if name == "torch-compile" and workload.name not in plan.compile_on:
+            return False
+        allowed = plan.restrict.get(workload.name)
+        if allowed is not None and name not in allowed:
+            return False
     return True

@@ -3,9 +3,13 @@
 The epoch draws a permutation, and each scan step gathers its batch rows by it,
 runs forward, the softmax cross-entropy, ``jax.grad`` and an Adam update written
 out (the same formula as fastfit's, with bias correction), with the state
-donated so XLA updates it in place. No Python runs between steps. The thread
-count is set by the process's CPU affinity (XLA sizes its pool from it; it has
-no flag for this), which the worker pins for every framework alike.
+donated so XLA updates it in place. No Python runs between steps.
+
+Threads: XLA sizes its CPU thread pool from the process's CPU affinity (it has
+no count flag), which the worker pins to as many CPUs as the run asks for; at
+one thread ``--xla_cpu_multi_thread_eigen=false`` also keeps its matrix
+products off the pool (no hand-off to a pool thread), at more it is true
+(procs.worker_env sets XLA_FLAGS before JAX loads).
 """
 IMPORTS = ["jax", "jax.numpy"]
 

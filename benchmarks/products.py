@@ -1,23 +1,23 @@
-"""The GEMM-bound limit: the matrix products one training step does, timed alone.
+"""OpenBLAS products alone: the matrix products of one training step, timed by themselves.
 
 A training step of an MLP does three GEMMs per layer (forward product, weight
 gradient, input gradient) less the first layer's input gradient, which nobody
 needs. This module times exactly those products, at the workload's own shapes
 and in the column-major form fastfit's core calls them (_core.pyx), with
 ``scipy.linalg.blas.sgemm``/``dgemm``: the same SciPy OpenBLAS fastfit links, in
-a process that imported fastfit first so the same kernels are chosen, at the
-same thread count. Each product is repeated on the same arrays (warm caches) and
-the fastest of several loops is kept, so the sum is a best case: the workload's samples/s if everything but the GEMMs
-took no time.
+a process that imported fastfit first so the same kernels are chosen, at 1 thread
+and at the run's largest thread count, keeping the faster (short products run
+faster on one thread). Each product is repeated on the same arrays (warm caches)
+and the fastest of several loops is kept, so the sum is a best case: the
+workload's samples/s if everything but these products took no time, on this
+library. It is not a bound on other libraries (PyTorch and JAX use other GEMM
+kernels) nor on fastfit, whose products see colder caches but may overlap other
+work; the machine's peak (peak.py) is the library-independent yardstick.
 
 The f2py wrapper costs about a microsecond per call, which fastfit's core does
 not pay; it is measured on a 1x1x1 product and subtracted (this matters only for
 the tiny network, whose products take a few microseconds).
-
-Also: the machine's raw sgemm GFLOP/s on a big square product, at 1 thread and
-at the run's thread count.
 """
-import statistics
 import time
 
 import numpy as np
@@ -47,7 +47,7 @@ def _operands(transa, transb, m, n, k, dtype, rng):
 def time_call(fn, min_s, repeats=7):
     """Seconds per call of fn(): the best of ``repeats`` loops of at least min_s each.
 
-    The best, not the median: other load only ever adds time, and the limit is a best case.
+    The best, not the median: other load only ever adds time, and this is a best case.
     """
     fn()
     t0 = time.perf_counter()
@@ -74,7 +74,7 @@ def call_overhead(dtype, min_s):
     return time_call(lambda: gemm(1.0, a, b, beta=0.0, c=c, overwrite_c=1), min_s)
 
 
-def workload_limit(sizes, batch, dtype, min_s, overhead):
+def products_alone(sizes, batch, dtype, min_s, overhead):
     gemm = gemm_fn(dtype)
     rng = np.random.default_rng(0)
     rows, total = [], 0.0
@@ -90,36 +90,18 @@ def workload_limit(sizes, batch, dtype, min_s, overhead):
                      "gflops": 2.0 * m * n * k / net / 1e9 if net > 0 else None})
     flops = sum(2.0 * m * n * k for _, _, _, m, n, k in step_gemms(sizes, batch))
     return {"gemms": rows, "step_us": total * 1e6, "flops_per_step": flops,
-            "limit_samples_per_s": batch / total if total > 0 else None,
+            "samples_per_s": batch / total if total > 0 else None,
             "gflops": flops / total / 1e9 if total > 0 else None}
 
 
-def square_gflops(n, threads, repeats):
-    import threadpoolctl
-    gemm = gemm_fn(np.float32)
-    a, b, c = _operands(0, 0, n, n, n, np.float32, np.random.default_rng(0))
-    out = {}
-    for t in sorted({1, threads}):
-        with threadpoolctl.threadpool_limits(t, user_api="blas"):
-            gemm(1.0, a, b, beta=0.0, c=c, overwrite_c=1)
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                gemm(1.0, a, b, beta=0.0, c=c, overwrite_c=1)
-                times.append(time.perf_counter() - t0)
-        out[str(t)] = {"median_gflops": 2.0 * n ** 3 / statistics.median(times) / 1e9,
-                       "best_gflops": 2.0 * n ** 3 / min(times) / 1e9}
-    return {"n": n, "threads": out}
-
-
 def run(spec):
-    """Task: the limit of each workload in spec["workloads"] and the raw square sgemm."""
+    """Task: the products-alone rate of each workload in spec["workloads"]."""
     import threadpoolctl
     from .workloads import Workload
     threads, min_s = spec["threads"], spec["min_s"]
     result = {"workloads": {}}
-    # The limit is a best case: each workload's products timed with 1 thread and
-    # with `threads`, keeping the faster (short products run faster on one thread).
+    # A best case: each workload's products timed with 1 thread and with `threads`,
+    # keeping the faster (short products run faster on one thread).
     for t in sorted({1, threads}):
         with threadpoolctl.threadpool_limits(t, user_api="blas"):
             overhead = {dt: call_overhead(dt, min_s) for dt in ("float32", "float64")}
@@ -127,11 +109,9 @@ def run(spec):
                 result["call_overhead_us"] = {dt: v * 1e6 for dt, v in overhead.items()}
             for d in spec["workloads"]:
                 wl = Workload.from_dict(d)
-                limit = workload_limit(wl.sizes, wl.batch, wl.dtype, min_s, overhead[wl.dtype])
+                limit = products_alone(wl.sizes, wl.batch, wl.dtype, min_s, overhead[wl.dtype])
                 limit["threads"] = t
                 best = result["workloads"].get(wl.name)
-                if best is None or (limit["limit_samples_per_s"] or 0) > (best["limit_samples_per_s"] or 0):
+                if best is None or (limit["samples_per_s"] or 0) > (best["samples_per_s"] or 0):
                     result["workloads"][wl.name] = limit
-    if spec.get("square_n"):
-        result["square"] = square_gflops(spec["square_n"], threads, spec["square_repeats"])
     return result
