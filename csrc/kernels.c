@@ -18,8 +18,6 @@
 #define FF_PARALLEL_MIN_PARAMS ((size_t)1 << 16)
 /* The most parts one update is split into. */
 #define FF_MAX_PARTS 64
-/* Partial sums per dot product in the small-batch products: one AVX-512 vector of floats. */
-#define FF_LANES 16
 
 #define T float
 #define SUFFIX f32
@@ -28,7 +26,6 @@
 #define T_MIN_NORMAL FLT_MIN
 #include "update_impl.h"
 #include "passes_impl.h"
-#include "small_impl.h"
 #undef T
 #undef SUFFIX
 #undef SQRT
@@ -42,7 +39,6 @@
 #define T_MIN_NORMAL DBL_MIN
 #include "update_impl.h"
 #include "passes_impl.h"
-#include "small_impl.h"
 #undef T
 #undef SUFFIX
 #undef SQRT

@@ -50,17 +50,4 @@ void ff_colsum_f64(const double *d, size_t rows, size_t cols, double *db);
 void ff_mask_colsum_f32(const float *dh, float *h, size_t rows, size_t cols, float *db);
 void ff_mask_colsum_f64(const double *dh, double *h, size_t rows, size_t cols, double *db);
 
-/* dst[i] += src[i] over n entries. */
-void ff_add_f32(float *dst, const float *src, size_t n);
-void ff_add_f64(double *dst, const double *src, size_t n);
-
-/* A layer's products for batches of a few rows, where BLAS's packing and zeroing
- * dominate (small_impl.h): F = H W^T, dW = dF^T H, dH = dF W; W is (d_out, d_in). */
-void ff_small_forward_f32(const float *H, size_t B, const float *W, size_t d_in, size_t d_out, float *F);
-void ff_small_forward_f64(const double *H, size_t B, const double *W, size_t d_in, size_t d_out, double *F);
-void ff_small_weight_grad_f32(const float *dF, const float *H, size_t B, size_t d_in, size_t d_out, float *dW);
-void ff_small_weight_grad_f64(const double *dF, const double *H, size_t B, size_t d_in, size_t d_out, double *dW);
-void ff_small_input_grad_f32(const float *dF, const float *W, size_t B, size_t d_in, size_t d_out, float *dH);
-void ff_small_input_grad_f64(const double *dF, const double *W, size_t B, size_t d_in, size_t d_out, double *dH);
-
 #endif

@@ -52,13 +52,6 @@ FF_CLONES void FN(ff_mask_colsum)(const T *restrict dh, T *restrict h, size_t ro
     }
 }
 
-/* dst[i] += src[i]: one part's gradient added to the batch's. */
-FF_CLONES void FN(ff_add)(T *restrict dst, const T *restrict src, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        dst[i] += src[i];
-}
-
 #undef FN
 #undef FF_CAT
 #undef FF_CAT_

@@ -13,8 +13,11 @@
  * the same values, so the two stay equal.
  *
  * Each loop returns nonzero when a parameter or a state value it wrote is not
- * finite (x - x is NaN exactly for infinities and NaNs): a state that overflows
- * (g^2 beyond the type's range, say) would otherwise freeze its parameters. */
+ * finite: x - x is 0 for a finite x and NaN for an infinity or a NaN, so the
+ * sum of those differences is nonzero exactly when one of them is not finite
+ * (one comparison per element keeps the loop vectorized). A state that
+ * overflows (g^2 beyond the type's range, say) would otherwise freeze its
+ * parameters silently. */
 
 #define FF_CAT_(a, b) a##_##b
 #define FF_CAT(a, b) FF_CAT_(a, b)
@@ -50,7 +53,7 @@ static FF_INLINE int FN(momentum_loop)(const ff_rule *r, T *restrict p, const T 
         T p_new = p[i] - lr * m_new;
         m[i] = m_new;
         p[i] = p_new;
-        bad |= ((p_new - p_new) != 0) | ((m_new - m_new) != 0);
+        bad |= ((p_new - p_new) + (m_new - m_new)) != 0;
     }
     return bad;
 }
@@ -76,7 +79,7 @@ static FF_INLINE int FN(nesterov_loop)(const ff_rule *r, T *restrict psi, const 
         T psi_new = psi[i] + keep * m_old - move * m_new;
         m[i] = m_new;
         psi[i] = psi_new;
-        bad |= ((psi_new - psi_new) != 0) | ((m_new - m_new) != 0);
+        bad |= ((psi_new - psi_new) + (m_new - m_new)) != 0;
     }
     return bad;
 }
@@ -103,7 +106,7 @@ static FF_INLINE int FN(adam_loop)(const ff_rule *r, T *restrict p, const T *res
         m[i] = m_new;
         v[i] = v_new;
         p[i] = p_new;
-        bad |= ((p_new - p_new) != 0) | ((m_new - m_new) != 0) | ((v_new - v_new) != 0);
+        bad |= ((p_new - p_new) + (m_new - m_new) + (v_new - v_new)) != 0;
     }
     return bad;
 }

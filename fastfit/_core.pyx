@@ -66,18 +66,8 @@ cdef extern from "kernels.h" nogil:
     void ff_colsum_f64(const double *d, size_t rows, size_t cols, double *db)
     void ff_mask_colsum_f32(const float *dh, float *h, size_t rows, size_t cols, float *db)
     void ff_mask_colsum_f64(const double *dh, double *h, size_t rows, size_t cols, double *db)
-    void ff_add_f32(float *dst, const float *src, size_t n)
-    void ff_add_f64(double *dst, const double *src, size_t n)
-    void ff_small_forward_f32(const float *H, size_t B, const float *W, size_t d_in, size_t d_out, float *F)
-    void ff_small_forward_f64(const double *H, size_t B, const double *W, size_t d_in, size_t d_out, double *F)
-    void ff_small_weight_grad_f32(const float *dF, const float *H, size_t B, size_t d_in, size_t d_out, float *dW)
-    void ff_small_weight_grad_f64(const double *dF, const double *H, size_t B, size_t d_in, size_t d_out, double *dW)
-    void ff_small_input_grad_f32(const float *dF, const float *W, size_t B, size_t d_in, size_t d_out, float *dH)
-    void ff_small_input_grad_f64(const double *dF, const double *W, size_t B, size_t d_in, size_t d_out, double *dH)
 
 cdef extern from "team.h" nogil:
-    ctypedef void (*ff_task)(void *arg, int index, int count) noexcept nogil
-    void ff_team_run(ff_task task, void *arg, int count)
     int ff_team_size()
 
 # The codes of csrc/codes.h, for the Python layer.
@@ -184,65 +174,35 @@ cdef struct WorkView:
     Py_ssize_t *lbuf            # (capacity,): the gathered integer labels
 
 
-cdef enum:
-    MAX_PARTS = 16              # the most parts a batch is split into across threads
-
-
 cdef class Workspace:
     """The buffers one batch is worked in, for batches of up to ``capacity`` rows
     (docs/math.md, "Memory"). The activation buffer doubles as the backward
-    pass's dL/dF buffer, so no pre-activations or masks are stored.
-
-    With ``parts`` > 1 a batch's rows are split into that many parts, one per
-    thread of fastfit's team: each part has its own buffers for its share of the
-    rows, and every part but the first its own gradient buffer (the first writes
-    the network's), summed before the update."""
-    cdef WorkView v             # part 0 (the whole batch when parts == 1)
-    cdef WorkView part_v[MAX_PARTS]
-    cdef void *part_grads[MAX_PARTS]  # NULL for part 0: it writes the network's gradient
+    pass's dL/dF buffer, so no pre-activations or masks are stored."""
+    cdef WorkView v
     cdef readonly Py_ssize_t capacity
-    cdef readonly int parts
     cdef readonly Py_ssize_t rows_in_use  # the rows gradient_head last worked on
     cdef readonly cnp.ndarray acts, scratch, xbuf, ybuf, lbuf
-    cdef readonly list part_buffers
 
-    def __init__(self, Network net, Py_ssize_t capacity, Py_ssize_t target_cols=0, bint labels=False,
-                 int parts=1):
-        if not 1 <= parts <= MAX_PARTS:
-            raise ValueError(f"parts must be in [1, {MAX_PARTS}], got {parts}")
-        self.capacity, self.parts, self.part_buffers = capacity, parts, []
-        share = (capacity + parts - 1) // parts  # the rows of the largest part (C division: no -(-a // b))
-        for p in range(parts):
-            arrays = self._part(net, share, target_cols, labels, p)
-            if p == 0:
-                self.acts, self.scratch, self.xbuf, self.ybuf, self.lbuf = arrays[:5]
-            self.part_buffers.append(arrays)
-        self.v = self.part_v[0]
-
-    def _part(self, Network net, Py_ssize_t rows, Py_ssize_t target_cols, bint labels, int p):
+    def __init__(self, Network net, Py_ssize_t capacity, Py_ssize_t target_cols=0, bint labels=False):
         sizes = net.sizes
         dtype = net.params.dtype
         hidden = sizes[1:len(sizes) - 1]
-        arrays = [np.empty(rows * net.activation_width, dtype=dtype),
-                  np.empty(rows * max(hidden) if hidden else 0, dtype=dtype),
-                  np.empty(rows * sizes[0], dtype=dtype),
-                  np.empty(rows * target_cols, dtype=dtype),
-                  np.empty(rows if labels else 0, dtype=np.intp)]
-        if p > 0:
-            arrays.append(np.zeros_like(net.params))
-        cdef WorkView *v = &self.part_v[p]
-        v.capacity = rows
-        v.acts = cnp.PyArray_DATA(arrays[0])
-        v.scratch = cnp.PyArray_DATA(arrays[1])
-        v.xbuf = cnp.PyArray_DATA(arrays[2])
-        v.ybuf = cnp.PyArray_DATA(arrays[3])
-        v.lbuf = <Py_ssize_t *>cnp.PyArray_DATA(arrays[4])
-        self.part_grads[p] = cnp.PyArray_DATA(arrays[5]) if p > 0 else NULL
-        return arrays
+        self.capacity = capacity
+        self.acts = np.empty(capacity * net.activation_width, dtype=dtype)
+        self.scratch = np.empty(capacity * max(hidden) if hidden else 0, dtype=dtype)
+        self.xbuf = np.empty(capacity * sizes[0], dtype=dtype)
+        self.ybuf = np.empty(capacity * target_cols, dtype=dtype)
+        self.lbuf = np.empty(capacity if labels else 0, dtype=np.intp)
+        self.v.capacity = capacity
+        self.v.acts = cnp.PyArray_DATA(self.acts)
+        self.v.scratch = cnp.PyArray_DATA(self.scratch)
+        self.v.xbuf = cnp.PyArray_DATA(self.xbuf)
+        self.v.ybuf = cnp.PyArray_DATA(self.ybuf)
+        self.v.lbuf = <Py_ssize_t *>cnp.PyArray_DATA(self.lbuf)
 
     @property
     def nbytes(self):
-        return sum(a.nbytes for arrays in self.part_buffers for a in arrays)
+        return sum(a.nbytes for a in (self.acts, self.scratch, self.xbuf, self.ybuf, self.lbuf))
 
 
 cdef struct DataView:
@@ -380,48 +340,19 @@ cdef inline void mask_colsum(const floating *dh, floating *h, Py_ssize_t rows, P
 
 # ---------------------------------------------------------------- a layer's three products
 
-#: Batches of at most this many rows use fastfit's own loops (csrc/small_impl.h)
-#: rather than BLAS, whose packing of W and zeroing of the output cost more than
-#: the arithmetic there. Measured: see small_batch_rows().
-cdef Py_ssize_t SMALL_BATCH_ROWS = 4
-
-
-def small_batch_rows(rows=None):
-    """The largest batch the core multiplies with its own loops instead of BLAS; set it with ``rows``
-    (0 always uses BLAS). Returns the value in force before the call."""
-    global SMALL_BATCH_ROWS
-    before = SMALL_BATCH_ROWS
-    if rows is not None:
-        if rows < 0:
-            raise ValueError(f"rows must be >= 0, got {rows}")
-        SMALL_BATCH_ROWS = rows
-    return before
-
-
 cdef inline void forward_product(const floating *H, Py_ssize_t B, const floating *W, int d_in, int d_out,
                                  floating *F) noexcept nogil:
     """F (B, d_out) = H (B, d_in) W^T."""
-    if B <= SMALL_BATCH_ROWS:
-        if floating is float:
-            ff_small_forward_f32(H, B, W, d_in, d_out, F)
-        else:
-            ff_small_forward_f64(H, B, W, d_in, d_out, F)
-    else:
-        gemm(False, True, <int>B, d_out, d_in, H, d_in, W, d_in, <floating>0, F, d_out)
+    gemm(False, True, <int>B, d_out, d_in, H, d_in, W, d_in, <floating>0, F, d_out)
 
 
 cdef inline void weight_grad_product(const floating *dF, const floating *H, Py_ssize_t B, int d_in,
                                      int d_out, floating *dW) noexcept nogil:
-    """dW (d_out, d_in) = dF^T H."""
+    """dW (d_out, d_in) = dF^T H (zero for an empty batch, which BLAS would leave untouched)."""
     cdef Py_ssize_t i
     if B == 0:
         for i in range(<Py_ssize_t>d_in * d_out):
             dW[i] = 0
-    elif B <= SMALL_BATCH_ROWS:
-        if floating is float:
-            ff_small_weight_grad_f32(dF, H, B, d_in, d_out, dW)
-        else:
-            ff_small_weight_grad_f64(dF, H, B, d_in, d_out, dW)
     else:
         gemm(True, False, d_out, d_in, <int>B, dF, d_out, H, d_in, <floating>0, dW, d_in)
 
@@ -429,13 +360,7 @@ cdef inline void weight_grad_product(const floating *dF, const floating *H, Py_s
 cdef inline void input_grad_product(const floating *dF, const floating *W, Py_ssize_t B, int d_in,
                                     int d_out, floating *dH) noexcept nogil:
     """dH (B, d_in) = dF W."""
-    if B <= SMALL_BATCH_ROWS:
-        if floating is float:
-            ff_small_input_grad_f32(dF, W, B, d_in, d_out, dH)
-        else:
-            ff_small_input_grad_f64(dF, W, B, d_in, d_out, dH)
-    else:
-        gemm(False, False, <int>B, d_in, d_out, dF, d_out, W, d_in, <floating>0, dH, d_in)
+    gemm(False, False, <int>B, d_in, d_out, dF, d_out, W, d_in, <floating>0, dH, d_in)
 
 
 # ---------------------------------------------------------------- forward and backward
@@ -664,73 +589,6 @@ cdef inline double batch_gradient_any(const NetView *net, const WorkView *ws, co
 
 
 
-cdef struct SplitJob:
-    const NetView *net
-    const WorkView *parts       # (n_parts,) each part's buffers
-    void **grads                # (n_parts,) each part's gradient buffer (NULL: the network's)
-    const DataView *data
-    const LossView *loss
-    const Py_ssize_t *rows      # the batch's rows
-    Py_ssize_t B
-    double scale
-    double total[MAX_PARTS]
-    Py_ssize_t hits[MAX_PARTS]
-
-
-cdef void gradient_part(void *arg, int index, int count) noexcept nogil:
-    """Part `index` of a split batch gradient: its share of the rows, into its own gradient buffer."""
-    cdef SplitJob *job = <SplitJob *>arg
-    cdef Py_ssize_t lo = job.B * index // count, hi = job.B * (index + 1) // count
-    cdef NetView net = job.net[0]
-    cdef int bad = 0
-    if job.grads[index] != NULL:
-        net.grads = job.grads[index]
-    job.hits[index] = 0
-    job.total[index] = batch_gradient_any(&net, &job.parts[index], job.data, job.loss, job.rows + lo,
-                                          hi - lo, job.scale, NULL, NULL, &bad, &job.hits[index])
-
-
-cdef struct SumJob:
-    const NetView *net
-    void **grads
-    int n_parts
-
-
-cdef void sum_part(void *arg, int index, int count) noexcept nogil:
-    """Slice `index` of the parameters: the parts' gradients added into the network's, in part order."""
-    cdef SumJob *job = <SumJob *>arg
-    cdef Py_ssize_t n = job.net.n_params
-    cdef Py_ssize_t lo = n * index // count, hi = n * (index + 1) // count
-    cdef int p
-    for p in range(1, job.n_parts):
-        if job.net.f64:
-            ff_add_f64(<double *>job.net.grads + lo, <const double *>job.grads[p] + lo, hi - lo)
-        else:
-            ff_add_f32(<float *>job.net.grads + lo, <const float *>job.grads[p] + lo, hi - lo)
-
-
-cdef double split_gradient(const NetView *net, const WorkView *parts, void **grads, int n_parts,
-                           const DataView *data, const LossView *loss, const Py_ssize_t *rows,
-                           Py_ssize_t B, double scale, Py_ssize_t *hits) noexcept nogil:
-    """The batch gradient with the rows split into n_parts parts on fastfit's team (BLAS on
-    one thread inside each), the parts' gradients then summed into the network's.
-    Returns sum_i l_i (not finite: the gradient holds nothing useful)."""
-    cdef SplitJob job
-    cdef SumJob sum_job
-    cdef double total = 0.0
-    cdef int p
-    job.net, job.parts, job.grads, job.data, job.loss = net, parts, grads, data, loss
-    job.rows, job.B, job.scale = rows, B, scale
-    ff_team_run(gradient_part, &job, n_parts)
-    for p in range(n_parts):
-        total += job.total[p]
-        hits[0] += job.hits[p]
-    if isfinite(total):
-        sum_job.net, sum_job.grads, sum_job.n_parts = net, grads, n_parts
-        ff_team_run(sum_part, &sum_job, n_parts if net.n_params >= 65536 else 1)
-    return total
-
-
 def batch_gradient(Network net, Workspace ws, Dataset data, Objective objective,
                    const Py_ssize_t[::1] rows, Py_ssize_t scale_rows):
     """The first part of a step: gather ``rows`` of the data, forward, loss, backward.
@@ -749,12 +607,8 @@ def batch_gradient(Network net, Workspace ws, Dataset data, Objective objective,
     without_penalty.l2 = 0.0
     cdef const Py_ssize_t *first = &rows[0] if B > 0 else NULL
     with nogil:
-        if ws.parts > 1:
-            total = split_gradient(&net.v, ws.part_v, ws.part_grads, ws.parts, &data.v, &without_penalty,
-                                   first, B, scale, &hits)
-        else:
-            total = batch_gradient_any(&net.v, &ws.v, &data.v, &without_penalty, first, B, scale,
-                                       NULL, NULL, &bad, &hits)
+        total = batch_gradient_any(&net.v, &ws.v, &data.v, &without_penalty, first, B, scale,
+                                   NULL, NULL, &bad, &hits)
     return total, hits
 
 
@@ -763,13 +617,13 @@ def gradient_head(Network net, Workspace ws, Dataset data, Objective objective,
     """``batch_gradient`` up to the backward pass: gather, forward, the loss and dL/dF_L, and
     the last layer's bias gradient. ``gradient_layer`` then takes the layers one at a time,
     from the last, so that a layer's gradient can be sent while the next is computed.
-    Returns (sum_i l_i, the outputs predicted right). Needs a workspace of one part."""
+    Returns (sum_i l_i, the outputs predicted right)."""
     cdef Py_ssize_t B = rows.shape[0], hits = 0
     cdef double total
     cdef double scale = loss_scale(&objective.v, scale_rows)
     cdef const Py_ssize_t *first = &rows[0] if B > 0 else NULL
-    if ws.parts != 1 or B > ws.capacity:
-        raise ValueError("gradient_head needs a one-part workspace holding the rows")
+    if B > ws.capacity:
+        raise ValueError(f"gradient_head: {B} rows do not fit a workspace of {ws.capacity}")
     with nogil:
         if net.v.f64:
             total = head_typed(&net.v, &ws.v, &data.v, &objective.v, first, B, scale, &hits, <double *>NULL)
@@ -850,23 +704,15 @@ def train_steps(Network net, Workspace ws, Dataset data, Objective objective, Up
     cdef int bad = 0, stop = 0
     cdef Py_ssize_t done = 0, hits = 0, batch_hits
     cdef ff_rule c
-    cdef int k
     with nogil:
         for s in range(n_batches):
             start = (first_batch + s) * batch_size
             B = min(batch_size, N - start)
             scale = loss_scale(&objective.v, B)
             c = step_coefficients(&rule.v, lrs[s], lrs[s + 1], t0 + s)
-            batch_hits = 0
-            if ws.parts > 1:  # the parts' gradients first, then every layer's update
-                batch_total = split_gradient(&net.v, ws.part_v, ws.part_grads, ws.parts, &data.v,
-                                             &objective.v, &order[start], B, scale, &batch_hits)
-                if isfinite(batch_total):
-                    for k in range(net.v.L - 1, -1, -1):
-                        bad |= update_layer(&net.v, &rule.v, &c, k, objective.v.l2 * scale)
-            else:  # each layer updated as soon as its gradient is final
-                batch_total = batch_gradient_any(&net.v, &ws.v, &data.v, &objective.v, &order[start], B,
-                                                 scale, &rule.v, &c, &bad, &batch_hits)
+            batch_hits = 0  # each layer is updated as soon as its gradient is final
+            batch_total = batch_gradient_any(&net.v, &ws.v, &data.v, &objective.v, &order[start], B,
+                                             scale, &rule.v, &c, &bad, &batch_hits)
             if not isfinite(batch_total):
                 stop = 1
                 break

@@ -16,13 +16,15 @@ _lock = threading.Lock()
 _requests = []        # thread counts asked for by the fits running now
 _original = None      # the BLAS thread counts before the first of them
 
-#: Below this many flops per training step (6 per weight per sample), one thread
-#: is faster: OpenBLAS synchronises its threads at every product, and for short
-#: products that costs more than the second core gives. Measured on 2 cores
-#: (samples/s, 1 thread vs 2): 784-256-256-10 at batch 64 (104 MFLOP/step)
-#: 52.7k vs 42.6k; at batch 256 (416 MFLOP) 71k vs 119k; 784-1024-1024-10 at
-#: batch 128 (1.4 GFLOP) 7.2k vs 13.9k.
-SINGLE_THREAD_FLOPS = 2e8
+#: Below this many flops per training step (6 per weight per sample) one thread is
+#: faster: BLAS's threads meet at every product, and for short products that costs
+#: more than the second core gives. Measured on 2 cores, Adam, float32 (samples/s,
+#: 1 thread vs 2): 64-128-10 at batch 32 (1.8 MFLOP/step) 1.00M vs 1.03M, at batch
+#: 256 (15 MFLOP) 1.29M vs 0.84M; 784-256-256-10 at batch 16 (26 MFLOP) 27.7k vs
+#: 29.0k, at batch 32 (52 MFLOP) 39.7k vs 52.1k, at batch 64 (103 MFLOP) 53k vs 62-80k.
+#: (With OpenMP threads spinning beside BLAS's, as fastfit once had, the crossing
+#: was at 200 MFLOP.)
+SINGLE_THREAD_FLOPS = 4e7
 
 
 def cpu_count():
@@ -40,34 +42,9 @@ def controller():
     return _controller
 
 
-#: Below this many flops per step one thread is faster even with the batch's rows split
-#: across fastfit's team (waking a thread costs microseconds).
-SPLIT_MIN_FLOPS = 2e7
-
-#: Up to this many flops per step, splitting the batch's rows across fastfit's team
-#: (BLAS on one thread in each) beats BLAS's own threads; above it BLAS's threads
-#: split each product.
-SPLIT_MAX_FLOPS = 1e9
-
-#: Each part of a split batch keeps at least this many rows.
-SPLIT_MIN_ROWS = 8
-
-
 def auto_threads(flops_per_step):
     """All cores for steps big enough to share, one thread for small ones."""
-    return 1 if flops_per_step < SPLIT_MIN_FLOPS else cpu_count()
-
-
-def plan(n_params, batch_size, n_threads):
-    """How a step of ``batch_size`` rows uses ``n_threads`` threads: (parts, blas_threads).
-
-    parts > 1: the batch's rows are split into that many parts on fastfit's own team,
-    each calling BLAS on one thread; else BLAS's threads split each product."""
-    flops = 6.0 * n_params * batch_size
-    parts = min(n_threads, batch_size // SPLIT_MIN_ROWS, 16)
-    if n_threads > 1 and parts > 1 and flops <= SPLIT_MAX_FLOPS:
-        return parts, 1
-    return 1, n_threads
+    return 1 if flops_per_step < SINGLE_THREAD_FLOPS else cpu_count()
 
 
 def is_scipys(path):

@@ -209,11 +209,9 @@ class MLP:
     def n_outputs(self):
         return self.sizes[-1]
 
-    def workspace(self, capacity, target_cols=0, labels=False, parts=1):
-        """A fresh workspace (activations, scratch, gathered batch) for batches of up to ``capacity``
-        rows, split into ``parts`` parts across threads (each part but the first with its own
-        gradient buffer)."""
-        return _core.Workspace(self._net, capacity, target_cols, labels, parts)
+    def workspace(self, capacity, target_cols=0, labels=False):
+        """A fresh workspace (activations, scratch, gathered batch) for batches of up to ``capacity`` rows."""
+        return _core.Workspace(self._net, capacity, target_cols, labels)
 
     def _output(self, ws, rows):
         start = self._net.output_offset(rows)
@@ -276,35 +274,31 @@ class MLP:
 
     # ---- memory
 
-    def memory_report(self, batch_size, optimizer=None, loss=None, n_threads=1):
+    def memory_report(self, batch_size, optimizer=None, loss=None):
         """Exact bytes that training with ``batch_size`` allocates (docs/math.md, "Memory").
 
         ``optimizer``: an optimizer or a name ("sgd", "momentum", "adam",
-        "adamw", "normalized"); ``loss``: a loss or a loss name; ``n_threads``:
-        as given to fit. Returns a dict: parameters, gradients (one buffer per
-        part when a batch is split across threads), optimizer_state,
-        activations (one array per layer, the only term that grows with the
-        batch), backward_scratch (dL/dH before its mask, widest hidden layer),
+        "adamw", "normalized"); ``loss``: a loss or a loss name. Returns a dict:
+        parameters, gradients, optimizer_state, activations (one array per
+        layer, the only term that grows with the batch), backward_scratch (dL/dH before its mask, widest hidden layer),
         batch (gathered inputs and targets), snapshot (the parameters and state
         a fit keeps to undo a step that overflows), and total.
         """
         B = _checks.positive_int(batch_size, "batch_size")
-        parts, _ = _threads.plan(self.n_params, B, _checks.positive_int(n_threads, "n_threads"))
-        rows = -(-B // parts) * parts  # each part holds the largest part's rows
         item = self.dtype.itemsize
         n_state = 0 if optimizer is None else state_buffers_of(optimizer)
         hidden = self.sizes[1:-1]
         if loss is not None and get_loss(loss).uses_labels:
-            targets = rows * np.dtype(np.intp).itemsize
+            targets = B * np.dtype(np.intp).itemsize
         else:
-            targets = rows * self.n_outputs * item
+            targets = B * self.n_outputs * item
         report = {
             "parameters": self.n_params * item,
-            "gradients": parts * self.n_params * item,
+            "gradients": self.n_params * item,
             "optimizer_state": n_state * self.n_params * item,
-            "activations": rows * sum(self.sizes[1:]) * item,
-            "backward_scratch": rows * (max(hidden) if hidden else 0) * item,
-            "batch": rows * self.sizes[0] * item + targets,
+            "activations": B * sum(self.sizes[1:]) * item,
+            "backward_scratch": B * (max(hidden) if hidden else 0) * item,
+            "batch": B * self.sizes[0] * item + targets,
             "snapshot": (1 + n_state) * self.n_params * item,
         }
         report["total"] = sum(report.values())

@@ -53,9 +53,8 @@ def fit(model, X, y, loss=None, optimizer=None, batch_size=64, epochs=10, seed=0
     False stops the fit. ``verbose``: 0 silent, 1 a progress display, 2 one line
     per epoch, "auto" (default) the progress display on fits that run longer
     than two seconds in a terminal or a notebook.
-    ``n_threads``: threads (default: all cores, one for small steps). Up to about
-    a GFLOP per step the batch's rows are split across fastfit's own threads,
-    each calling BLAS on one thread; larger steps give BLAS the threads.
+    ``n_threads``: threads for BLAS and for fastfit's own (default: all cores, one
+    for small steps).
 
     Whatever stops a fit leaves the parameters of a completed step: a
     non-finite loss or update raises NonFiniteLossError, a failing schedule its
@@ -84,10 +83,9 @@ def fit(model, X, y, loss=None, optimizer=None, batch_size=64, epochs=10, seed=0
         n_threads = _threads.auto_threads(6.0 * model.n_params * a.batch_size)
     else:
         n_threads = _checks.positive_int(n_threads, "n_threads")
-    parts, blas_threads = _threads.plan(model.n_params, a.batch_size, n_threads)
     with model.exclusive("fit"):
         a.optimizer.bind(model)  # raises, before any change, for another model
         model._last_X = None  # the step API's stored activations are not this fit's
-        runner = LocalRunner(model, a, n_threads, parts)
-        with _threads.blas_threads(blas_threads):
+        runner = LocalRunner(model, a, n_threads)
+        with _threads.blas_threads(n_threads):
             return run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle)
