@@ -30,11 +30,10 @@ typedef struct {
 
 /* One in-place step over n parameters: p, g, m, v are the stretch's parameters,
  * gradient and state (m, v may be NULL when the rule keeps none). Runs on
- * n_threads of fastfit's own threads when n is large. Returns nonzero when an
- * updated parameter is not finite. */
-int ff_update_f32(const ff_rule *rule, float *p, const float *g, float *m, float *v,
+ * n_threads of fastfit's own threads when n is large. */
+void ff_update_f32(const ff_rule *rule, float *p, const float *g, float *m, float *v,
                   size_t n, int n_threads);
-int ff_update_f64(const ff_rule *rule, double *p, const double *g, double *m, double *v,
+void ff_update_f64(const ff_rule *rule, double *p, const double *g, double *m, double *v,
                   size_t n, int n_threads);
 
 /* f[i, j] += bias[j], then ReLU when relu != 0; f is (rows, cols) row-major. */

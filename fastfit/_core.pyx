@@ -384,32 +384,32 @@ cdef void forward_pass(const NetView *net, const floating *X, Py_ssize_t B,
         H = F
 
 
-cdef int update_layer(const NetView *net, const RuleView *rule, const ff_rule *c, int k,
-                      double weight_penalty) noexcept nogil:
+cdef void update_layer(const NetView *net, const RuleView *rule, const ff_rule *c, int k,
+                       double weight_penalty) noexcept nogil:
     """The optimizer's rule over layer k's W_k and b_k; weight_penalty joins the
-    gradient's decay on W_k only (the L2 penalty). Returns nonzero when a new
-    parameter is not finite."""
+    gradient's decay on W_k only (the L2 penalty)."""
     cdef Py_ssize_t w0 = net.woff[k], b0 = net.boff[k]
     cdef Py_ssize_t n_w = b0 - w0, n_b = net.dims[k + 1]
     cdef ff_rule on_weights = c[0]
-    cdef int bad
     if weight_penalty == 0:  # W_k and b_k are adjacent: one pass
-        return update_stretch(net, rule, c, w0, n_w + n_b)
+        update_stretch(net, rule, c, w0, n_w + n_b)
+        return
     on_weights.grad_decay = c.grad_decay + weight_penalty
-    bad = update_stretch(net, rule, &on_weights, w0, n_w)
-    return bad | update_stretch(net, rule, c, b0, n_b)
+    update_stretch(net, rule, &on_weights, w0, n_w)
+    update_stretch(net, rule, c, b0, n_b)
 
 
-cdef inline int update_stretch(const NetView *net, const RuleView *rule, const ff_rule *c,
-                               Py_ssize_t start, Py_ssize_t n) noexcept nogil:
+cdef inline void update_stretch(const NetView *net, const RuleView *rule, const ff_rule *c,
+                                Py_ssize_t start, Py_ssize_t n) noexcept nogil:
     """The rule over parameters [start, start + n)."""
     if net.f64:
-        return ff_update_f64(c, <double *>net.params + start, <const double *>net.grads + start,
-                             <double *>rule.m + start if rule.m != NULL else NULL,
-                             <double *>rule.v + start if rule.v != NULL else NULL, n, rule.n_threads)
-    return ff_update_f32(c, <float *>net.params + start, <const float *>net.grads + start,
-                         <float *>rule.m + start if rule.m != NULL else NULL,
-                         <float *>rule.v + start if rule.v != NULL else NULL, n, rule.n_threads)
+        ff_update_f64(c, <double *>net.params + start, <const double *>net.grads + start,
+                      <double *>rule.m + start if rule.m != NULL else NULL,
+                      <double *>rule.v + start if rule.v != NULL else NULL, n, rule.n_threads)
+    else:
+        ff_update_f32(c, <float *>net.params + start, <const float *>net.grads + start,
+                      <float *>rule.m + start if rule.m != NULL else NULL,
+                      <float *>rule.v + start if rule.v != NULL else NULL, n, rule.n_threads)
 
 
 cdef void output_bias_grad(const NetView *net, Py_ssize_t B, floating *acts) noexcept nogil:
@@ -436,20 +436,18 @@ cdef void backward_layer(const NetView *net, const floating *X, Py_ssize_t B, fl
         mask_colsum(scratch, H, B, d_in, grads + net.boff[k - 1])
 
 
-cdef int backward_pass(const NetView *net, const floating *X, Py_ssize_t B, floating *acts,
-                       floating *scratch, const RuleView *rule, const ff_rule *c,
-                       double weight_penalty) noexcept nogil:
+cdef void backward_pass(const NetView *net, const floating *X, Py_ssize_t B, floating *acts,
+                        floating *scratch, const RuleView *rule, const ff_rule *c,
+                        double weight_penalty) noexcept nogil:
     """Gradients of every W_k, b_k from dL/dF_L (already in the output slot of acts), layer by
     layer from the last. With a rule (rule != NULL), layer k is updated as soon as its
-    gradient is final and W_k has served dH_k. Returns nonzero when an update made a
-    parameter non-finite (the pass then stops)."""
+    gradient is final and W_k has served dH_k."""
     cdef int k
     output_bias_grad(net, B, acts)
     for k in range(net.L - 1, -1, -1):
         backward_layer(net, X, B, acts, scratch, k)
-        if rule != NULL and update_layer(net, rule, c, k, weight_penalty):
-            return 1
-    return 0
+        if rule != NULL:
+            update_layer(net, rule, c, k, weight_penalty)
 
 
 # ---------------------------------------------------------------- losses
@@ -557,7 +555,7 @@ cdef void gather(const DataView *data, const Py_ssize_t *rows, Py_ssize_t B,
 cdef double batch_gradient_typed(const NetView *net, const WorkView *ws, const DataView *data,
                                  const LossView *loss, const Py_ssize_t *rows, Py_ssize_t B,
                                  double scale, const RuleView *rule, const ff_rule *c,
-                                 int *bad, Py_ssize_t *hits, floating *typed) noexcept nogil:
+                                 Py_ssize_t *hits, floating *typed) noexcept nogil:
     """The batch gradient (and, with a rule, the update) for one floating type.
 
     ``typed`` only selects the type. Returns sum_i l_i; a non-finite value means
@@ -574,18 +572,17 @@ cdef double batch_gradient_typed(const NetView *net, const WorkView *ws, const D
         return total
     if loss.l2 != 0:  # d/dW of (l2/2) ||W||^2, scaled as the loss is
         penalty = loss.l2 * scale
-    bad[0] = backward_pass(net, <floating *>ws.xbuf, B, acts, <floating *>ws.scratch, rule, c,
-                           penalty)
+    backward_pass(net, <floating *>ws.xbuf, B, acts, <floating *>ws.scratch, rule, c, penalty)
     return total
 
 
 cdef inline double batch_gradient_any(const NetView *net, const WorkView *ws, const DataView *data,
                                       const LossView *loss, const Py_ssize_t *rows, Py_ssize_t B,
                                       double scale, const RuleView *rule, const ff_rule *c,
-                                      int *bad, Py_ssize_t *hits) noexcept nogil:
+                                      Py_ssize_t *hits) noexcept nogil:
     if net.f64:
-        return batch_gradient_typed(net, ws, data, loss, rows, B, scale, rule, c, bad, hits, <double *>NULL)
-    return batch_gradient_typed(net, ws, data, loss, rows, B, scale, rule, c, bad, hits, <float *>NULL)
+        return batch_gradient_typed(net, ws, data, loss, rows, B, scale, rule, c, hits, <double *>NULL)
+    return batch_gradient_typed(net, ws, data, loss, rows, B, scale, rule, c, hits, <float *>NULL)
 
 
 
@@ -600,7 +597,6 @@ def batch_gradient(Network net, Workspace ws, Dataset data, Objective objective,
     outputs predicted right); when the sum is not finite, the gradient buffer
     holds nothing useful."""
     cdef Py_ssize_t B = rows.shape[0], hits = 0
-    cdef int bad = 0
     cdef double total
     cdef double scale = loss_scale(&objective.v, scale_rows)
     cdef LossView without_penalty = objective.v
@@ -608,7 +604,7 @@ def batch_gradient(Network net, Workspace ws, Dataset data, Objective objective,
     cdef const Py_ssize_t *first = &rows[0] if B > 0 else NULL
     with nogil:
         total = batch_gradient_any(&net.v, &ws.v, &data.v, &without_penalty, first, B, scale,
-                                   NULL, NULL, &bad, &hits)
+                                   NULL, NULL, &hits)
     return total, hits
 
 
@@ -668,9 +664,9 @@ def update(Network net, UpdateRule rule, double lr, double lr_next, long long t,
     t: steps taken before this one; lr, lr_next: the learning rates of steps t
     and t+1 (the second only for Nesterov's look-ahead); weight_penalty: the
     L2 penalty's coefficient on the weights' gradient (l2 times the loss's
-    scale), 0 for none. Returns True when a new parameter is not finite."""
+    scale), 0 for none. Nothing here looks for overflow: the caller checks."""
     cdef ff_rule c
-    cdef int k, bad = 0
+    cdef int k
     if end_layer < 0:
         end_layer = net.v.L
     if not 0 <= first_layer <= end_layer <= net.v.L:
@@ -678,8 +674,7 @@ def update(Network net, UpdateRule rule, double lr, double lr_next, long long t,
     with nogil:
         c = step_coefficients(&rule.v, lr, lr_next, t)
         for k in range(end_layer - 1, first_layer - 1, -1):
-            bad |= update_layer(&net.v, &rule.v, &c, k, weight_penalty)
-    return bad != 0
+            update_layer(&net.v, &rule.v, &c, k, weight_penalty)
 
 
 def train_steps(Network net, Workspace ws, Dataset data, Objective objective, UpdateRule rule,
@@ -694,14 +689,14 @@ def train_steps(Network net, Workspace ws, Dataset data, Objective objective, Up
     updating each layer as soon as its gradient is final.
 
     Returns (sum of l_i over the completed steps, outputs predicted right in
-    them, completed steps, stop), stop being 0 (all ran), 1 (a batch's loss was not finite: that step changed
-    nothing) or 2 (an update made a parameter non-finite: that step's layers
-    are partly updated, and the caller restores them).
+    them, completed steps, stopped): stopped is True when a batch's loss was not
+    finite (that step changed nothing). An update that overflows is not looked
+    for here: the caller checks the parameters and state after the run.
     """
     cdef Py_ssize_t N = order.shape[0]
     cdef Py_ssize_t s, start, B
     cdef double total = 0.0, batch_total, scale
-    cdef int bad = 0, stop = 0
+    cdef bint stop = False
     cdef Py_ssize_t done = 0, hits = 0, batch_hits
     cdef ff_rule c
     with nogil:
@@ -712,12 +707,9 @@ def train_steps(Network net, Workspace ws, Dataset data, Objective objective, Up
             c = step_coefficients(&rule.v, lrs[s], lrs[s + 1], t0 + s)
             batch_hits = 0  # each layer is updated as soon as its gradient is final
             batch_total = batch_gradient_any(&net.v, &ws.v, &data.v, &objective.v, &order[start], B,
-                                             scale, &rule.v, &c, &bad, &batch_hits)
+                                             scale, &rule.v, &c, &batch_hits)
             if not isfinite(batch_total):
-                stop = 1
-                break
-            if bad:
-                stop = 2
+                stop = True
                 break
             total += batch_total
             hits += batch_hits

@@ -52,7 +52,7 @@ import numpy as np
 
 from . import _checks, _core, _threads
 from .losses import get_loss
-from .epochs import LocalRunner, RunResult, check_fit_arguments, run_epochs, score_rows
+from .epochs import LocalRunner, check_fit_arguments, run_epochs, score_rows
 
 #: Seconds a rank waits in one collective operation before it declares the ranks
 #: that have not joined it silent. Generous: the first collectives of a fit also
@@ -377,27 +377,24 @@ class DistributedRunner(LocalRunner):
             if buckets is None:
                 requests.append(coll.comm.Iallreduce(MPI.IN_PLACE, grads, op=MPI.SUM))
             coll.wait(requests, "gradient all-reduce")
-            update_bad = False
             if buckets is None:
                 if not stats[2]:
-                    update_bad = _core.update(model._net, self.rule, lrs[s], lrs[s + 1], t0 + s, penalty)
+                    _core.update(model._net, self.rule, lrs[s], lrs[s + 1], t0 + s, penalty)
             else:  # each bucket's update as soon as its sum is in (every bucket is waited for)
                 for first_layer, end_layer, handle in buckets:
                     self._wait_sum(handle)
                     if not stats[2]:
-                        update_bad |= _core.update(model._net, self.rule, lrs[s], lrs[s + 1], t0 + s, penalty,
-                                                   first_layer, end_layer)
+                        _core.update(model._net, self.rule, lrs[s], lrs[s + 1], t0 + s, penalty,
+                                     first_layer, end_layer)
             self.wait_s += time.perf_counter() - t_wait
             if stats[2]:
-                return total, hits, s, RunResult.LOSS_NOT_FINITE
-            if update_bad:
-                return total, hits, s, RunResult.UPDATE_NOT_FINITE
+                return total, hits, s, True
             total += stats[0]
             hits += int(stats[1])
             if stats[3]:  # Ctrl-C on some rank: every rank stops after this same step
                 self.stopped_by_interrupt = True
-                return total, hits, s + 1, RunResult.CONTINUE
-        return total, hits, n, RunResult.CONTINUE
+                return total, hits, s + 1, False
+        return total, hits, n, False
 
     def _backward_sending(self):
         """The backward pass a layer at a time, each bucket's sum started as soon as it is final.

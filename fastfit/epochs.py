@@ -247,9 +247,9 @@ class RunResult:
 class LocalRunner:
     """Runs of steps in this process: ``_core.train_steps`` over the checked rows.
 
-    A run that ends with a non-finite update is undone: the parameters and the
-    optimizer state are put back as they were at the run's start (a snapshot)
-    and the run's completed steps are replayed, which gives the same numbers.
+    After each run the parameters and optimizer state are checked (one sum per
+    buffer); when an update overflowed, the run is replayed from a snapshot of its
+    start a step at a time, and the step that overflowed is undone.
     """
 
     def __init__(self, model, a, n_threads):
@@ -279,14 +279,37 @@ class LocalRunner:
     def run(self, order, first, n, lrs, t0):
         for saved, live in zip(self.snapshot, self.buffers):
             np.copyto(saved, live)
-        total, hits, steps, stop = self._steps(order, first, n, lrs, t0)
-        if stop == RunResult.UPDATE_NOT_FINITE:
-            for saved, live in zip(self.snapshot, self.buffers):
-                np.copyto(live, saved)
-            if steps:
-                self._steps(order, first, steps, lrs, t0)
+        total, hits, steps, loss_stopped = self._steps(order, first, n, lrs, t0)
+        stop = RunResult.LOSS_NOT_FINITE if loss_stopped else RunResult.CONTINUE
+        with np.errstate(over="ignore", invalid="ignore"):  # a sum overflows only when a value is huge
+            overflowed = not all(np.isfinite(b.sum()) for b in self.buffers)
+        if overflowed:
+            replayed = self._replay_to_last_finite_step(order, first, steps, lrs, t0)
+            if replayed is not None:
+                total, hits, steps = replayed
+                stop = RunResult.UPDATE_NOT_FINITE
         rows = min(self.a.N, (first + steps) * self.a.batch_size) - first * self.a.batch_size
         return RunResult(total, hits, rows, steps, stop)
+
+    def _replay_to_last_finite_step(self, order, first, steps, lrs, t0):
+        """Back to the run's start, then its steps one at a time until one leaves a
+        parameter or a state value that is not finite: that step is undone. Returns
+        (sum of l_i, hits, steps) of the steps kept, or None when every step was finite
+        (huge but finite values made a sum overflow). The numbers are those of the run:
+        the same compiled steps on the same data."""
+        for saved, live in zip(self.snapshot, self.buffers):
+            np.copyto(live, saved)
+        total, hits = 0.0, 0
+        for s in range(steps):
+            for saved, live in zip(self.snapshot, self.buffers):
+                np.copyto(saved, live)
+            step_total, step_hits, _, _ = self._steps(order, first + s, 1, lrs[s:], t0 + s)
+            if not all(np.isfinite(b).all() for b in self.buffers):
+                for saved, live in zip(self.snapshot, self.buffers):
+                    np.copyto(live, saved)
+                return total, hits, s
+            total, hits = total + step_total, hits + step_hits
+        return None
 
     def validate(self, val):
         rows, Y, labels, lo, hi = val
