@@ -381,7 +381,8 @@ def worker(args):
     X, y = make_data(args.rows)
     model = ff.MLP(SIZES, dtype=np.float32, seed=0)
     hist = distributed.fit(model, X, y, "cross_entropy", ff.Adam(1e-3), batch_size=BATCH, epochs=args.epochs,
-                           seed=0, comm=comm, n_threads=1, verbose=0, timeout=600)
+                           seed=0, comm=comm, n_threads=1, verbose=0, timeout=600, overlap=args.fit != "plain",
+                           compress="bfloat16" if args.fit == "bfloat16" else None)
     times, waits = hist["time"][1:], hist["allreduce_s"][1:]  # the first epoch is the warm-up
     steps = -(-args.rows // BATCH)
     out.update({"samples_per_s": args.rows / statistics.median(times), "epoch_s": times,
@@ -578,7 +579,7 @@ def in_netns(args, argv):
     launcher = mpiexec()
     me = os.path.abspath(__file__)
     env = dict(ENV, **TCP_ENV)
-    common = ["--rows", str(args.rows), "--epochs", str(args.epochs), "--link", args.link]
+    common = ["--rows", str(args.rows), "--epochs", str(args.epochs), "--link", args.link, "--fit", args.fit]
     if args.reps:
         common += ["--reps", str(args.reps)]
     if args.progress:
@@ -736,13 +737,14 @@ def driver(args):
         raise SystemExit("no mpiexec: pip install mpi4py mpich")
     me = os.path.abspath(__file__)
     common = ["--rows", str(args.rows), "--epochs", str(args.epochs)]
+    worker_args = [*common, "--fit", args.fit]
     results = {"workload": workload_info(args),
                "cores": os.cpu_count(), "load_before": load_average(), "single": [], "mpi": {}, "control": {}}
     for rep in range(args.repeats):
         results["single"].append(run([sys.executable, me, "--single", *common], args.timeout))
         for r in args.ranks:
             results["mpi"].setdefault(str(r), []).append(
-                run([launcher, "-n", str(r), sys.executable, me, "--worker", *common], args.timeout))
+                run([launcher, "-n", str(r), sys.executable, me, "--worker", *worker_args], args.timeout))
             control = run_concurrently([sys.executable, me, "--single", "--share", str(r), *common], r, args.timeout)
             results["control"].setdefault(str(r), []).append(max(c["step_ms"] for c in control))
     results["load_after"] = load_average()
@@ -810,6 +812,10 @@ def main(argv=None):
     p.add_argument("--parts-rows", type=int, default=BATCH // 2)
     p.add_argument("--parts-reps", type=int, default=30)
     p.add_argument("--rows", type=int, default=ROWS)
+    p.add_argument("--fit", choices=("plain", "overlap", "bfloat16"), default="plain",
+                   help="the distributed fit's sums: one MPI all-reduce after the backward pass (plain), "
+                        "each bucket's sum overlapped with the rest of the backward pass (overlap), or "
+                        "overlapped and sent as bfloat16")
     p.add_argument("--epochs", type=int, default=4, help="epochs per fit; the first is a warm-up")
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=None, help="runs of each configuration (default 2 on shared "
