@@ -56,10 +56,10 @@ cdef extern from "kernels.h" nogil:
     ctypedef struct ff_rule:
         int kind
         double lr, beta1, beta2, eps, m_hat_scale, v_hat_scale, keep, move, grad_decay, shrink
-    int ff_update_f32(const ff_rule *rule, float *p, const float *g, float *m, float *v,
-                      size_t n, int n_threads)
-    int ff_update_f64(const ff_rule *rule, double *p, const double *g, double *m, double *v,
-                      size_t n, int n_threads)
+    void ff_update_f32(const ff_rule *rule, float *p, const float *g, float *m, float *v,
+                       size_t n, int n_threads)
+    void ff_update_f64(const ff_rule *rule, double *p, const double *g, double *m, double *v,
+                       size_t n, int n_threads)
     void ff_bias_act_f32(float *f, const float *bias, size_t rows, size_t cols, int relu)
     void ff_bias_act_f64(double *f, const double *bias, size_t rows, size_t cols, int relu)
     void ff_colsum_f32(const float *d, size_t rows, size_t cols, float *db)

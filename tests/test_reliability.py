@@ -157,7 +157,7 @@ def _stopped_fit(opt, dtype=np.float32, epochs=3, loss=SUM_CE):
     model = ff.MLP([6, 16, 3], dtype=dtype, seed=1)
     with pytest.raises((ArithmeticError, ValueError)) as info:
         ff.fit(model, X_STOP, Y_STOP, loss=loss, optimizer=opt, batch_size=16, epochs=epochs, seed=5, verbose=0,
-               n_threads=1)   # the step API's arithmetic: one part per batch
+               n_threads=1)   # one thread: the step API's arithmetic, sum for sum
     return model, info.value
 
 

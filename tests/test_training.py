@@ -114,7 +114,7 @@ def test_interrupt_mid_fit_ends_at_a_step_boundary_with_a_consistent_model():
     timer = interrupt_soon(0.3)
     try:
         with pytest.raises(KeyboardInterrupt) as info:
-            # one thread: split across threads, a batch's gradient sums its parts in another order
+            # one thread: with BLAS's threads a product may sum in another order than the step API's
             ff.fit(model, X, y, loss="cross_entropy", optimizer=opt, batch_size=32, epochs=1000, n_threads=1)
     finally:
         timer.cancel()
