@@ -49,7 +49,9 @@ def run(spec):
            "subnormal_params": _subnormal(model.params)}
     buffers = getattr(opt, "state_buffers", None)
     if callable(buffers):
-        state = [np.asarray(b) for b in buffers() if np.asarray(b).size]
+        found = buffers()
+        found = found.values() if isinstance(found, dict) else found  # a dict by name, or (m, v)
+        state = [np.asarray(b) for b in found if np.asarray(b).size]
         out["subnormal_state"] = sum(_subnormal(b) for b in state)
         out["state_entries"] = sum(b.size for b in state)
     return out
