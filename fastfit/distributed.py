@@ -558,13 +558,14 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
             _check_finite_sharded(coll, a.val[0].X, "validation X", model.dtype)
 
         # ---- rank 0's starting point everywhere: parameters, step count, optimizer state
-        head = np.array([optimizer.t, int(getattr(optimizer, "_lookahead", True))], dtype=np.int64)
+        state = optimizer.state_dict()
+        head = np.array([state["t"], int(state["lookahead"])], dtype=np.int64)
         coll.bcast(head, "broadcast of the step count")
         coll.bcast(model.params, "broadcast of the parameters")
-        for buf in optimizer.state_buffers().values():
+        buffers = optimizer.state_buffers()  # the optimizer's own arrays: received in place
+        for buf in buffers.values():
             coll.bcast(buf, "broadcast of the optimizer state")
-        state = optimizer.state_dict()
-        state.update(t=int(head[0]), lookahead=bool(head[1]), buffers=optimizer.state_buffers())
+        state.update(t=int(head[0]), lookahead=bool(head[1]), buffers=buffers)
         optimizer.load_state_dict(state)
         optimizer.bind(model)
 
