@@ -44,9 +44,17 @@ def pair(loss_name, reduction="mean"):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+#: The folder holding the fastfit these tests imported: a build in place in the
+#: repository, or site-packages after `pip install .` (where the repository's own
+#: fastfit/ folder has no compiled core and must not shadow the installed one).
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(ff.__file__)))
+
+
 def subprocess_env():
+    """The environment for a Python subprocess that must import this same fastfit; start it
+    with ``cwd=PACKAGE_ROOT`` (or any folder but the repository) when it runs ``-c`` code."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 

@@ -261,9 +261,8 @@ def fuzz(directory, seed):
 # ---------------------------------------------------------------- the test
 
 def test_fuzzed_model_files_load_or_are_refused_and_never_crash(tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    import helpers  # the subprocess imports the fastfit these tests imported
+    env = helpers.subprocess_env()
     # thousands of small files are written: in memory when the system offers it (Linux)
     in_memory = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     t0 = time.perf_counter()

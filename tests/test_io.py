@@ -753,7 +753,7 @@ def test_a_killed_save_leaves_a_temporary_file_the_next_save_removes(tmp_path):
         "np.savez = stuck\n"
         "io.save(ff.MLP([3, 2], seed=0), sys.argv[1])\n")
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "m.npz")], stdout=subprocess.PIPE,
-                            env=helpers.subprocess_env())
+                            env=helpers.subprocess_env(), cwd=tmp_path)
     try:
         assert proc.stdout.readline().strip() == b"writing"
     finally:

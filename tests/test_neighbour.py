@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 
+import helpers
+
 SCRIPT = r"""
 import json, os
 import numpy as np
@@ -32,8 +34,9 @@ print(json.dumps({"changed_env": changed, "threads_before": before_threads, "thr
 """
 
 
-def test_using_fastfit_changes_no_environment_variable_and_no_thread_count():
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120)
+def test_using_fastfit_changes_no_environment_variable_and_no_thread_count(tmp_path):
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120,
+                         env=helpers.subprocess_env(), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["changed_env"] == [], f"fastfit changed {result['changed_env']}"
