@@ -40,9 +40,6 @@ def pair(loss_name, reduction="mean"):
     return getattr(ff, loss_name)(reduction=reduction), getattr(ref, loss_name)(reduction=reduction)
 
 
-#: The repository root: subprocesses import this checkout's fastfit, not an installed one.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 #: The folder holding the fastfit these tests imported: a build in place in the
 #: repository, or site-packages after `pip install .` (where the repository's own
