@@ -13,12 +13,16 @@ traces; gathering is chosen like the eager trainer's (see torch_fw.py).
 """
 import time
 
-from .torch_fw import build, describe  # noqa: F401  (describe: the same build information)
+from . import torch_fw
+from .torch_fw import build, describe  # noqa: F401  (describe: the same build information, used by the harness)
 
 IMPORTS = ["torch"]
 
 
-class Trainer:
+class Trainer(torch_fw.Trainer):
+    """torch_fw's trainer (its epoch loop, both ways of gathering batches) with the
+    forward+loss and the optimizer's step compiled."""
+
     def __init__(self, workload, X, y, threads):
         import torch
         from torch import nn
@@ -59,21 +63,3 @@ class Trainer:
         loss = self.forward_loss(xb, yb)
         loss.backward()
         self.opt_step()
-
-    def prepare(self, rows):
-        self.rows = rows
-
-    def run(self, epochs):
-        torch, B, n = self.torch, self.wl.batch, self.rows
-        X, y = self.X[:n], self.y[:n]
-        step = self._step
-        for _ in range(epochs):
-            perm = torch.randperm(n, generator=self.gen)
-            if self.gather == "epoch":
-                Xp, yp = X.index_select(0, perm), y.index_select(0, perm)
-                for i in range(0, n, B):
-                    step(Xp[i:i + B], yp[i:i + B])
-            else:
-                for i in range(0, n, B):
-                    idx = perm[i:i + B]
-                    step(X.index_select(0, idx), y.index_select(0, idx))
