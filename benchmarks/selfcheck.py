@@ -165,11 +165,12 @@ def check_peak_merge():
 
 
 def check_public_api():
+    # mpi_bench.py times fastfit._allreduce itself (a part, against MPI's own): it may name it
     private = re.compile(r"\b(?:ff|fastfit)\._[a-z]")
     bad = []
     for root, _, files in os.walk(HERE):
         for f in files:
-            if f.endswith(".py") and f != "selfcheck.py":
+            if f.endswith(".py") and f not in ("selfcheck.py", "mpi_bench.py"):
                 with open(os.path.join(root, f)) as fh:
                     for i, line in enumerate(fh, 1):
                         if private.search(line):
