@@ -2,8 +2,9 @@
 
 Only one of the two works at a time (BLAS inside a GEMM, the team inside an
 optimizer update), and both get the same count, so they never oversubscribe
-the cores. Other libraries' BLAS are never touched, and SciPy's count is
-restored when the last fit ends.
+the cores. Other libraries' BLAS are never touched, SciPy's count is restored
+when the last fit ends, and a count set before fastfit ran (by the user, the
+environment or a launcher) is a ceiling fastfit's automatic choice never raises.
 """
 import contextlib
 import os
@@ -42,9 +43,21 @@ def controller():
     return _controller
 
 
+def allowed_threads():
+    """The most threads fastfit uses on its own account: the cores this process may run on,
+    and no more than SciPy's BLAS had before fastfit touched it.
+
+    A count the user or launcher set (``threadpoolctl.threadpool_limits(1)``,
+    ``OPENBLAS_NUM_THREADS=1``, one rank per core under MPI) is thus never raised: two
+    processes each running 2 BLAS threads on 2 cores slow each other down many times over."""
+    with _lock:
+        counts = [count for _, count in _original] if _requests else [lib.num_threads for lib in _blas_libs()]
+    return max(1, min([cpu_count()] + counts))
+
+
 def auto_threads(flops_per_step):
-    """All cores for steps big enough to share, one thread for small ones."""
-    return 1 if flops_per_step < SINGLE_THREAD_FLOPS else cpu_count()
+    """Every allowed thread for steps big enough to share, one thread for small ones."""
+    return 1 if flops_per_step < SINGLE_THREAD_FLOPS else allowed_threads()
 
 
 def is_scipys(path):

@@ -307,8 +307,8 @@ def _default_threads(local_batch, model, ranks_here):
         return 1
     cores = _threads.cpu_count()  # the cores this process may run on
     if cores < (os.cpu_count() or cores):
-        return max(1, cores)
-    return max(1, cores // max(1, ranks_here))
+        return _threads.allowed_threads()
+    return max(1, min(cores // max(1, ranks_here), _threads.allowed_threads()))
 
 
 # ---------------------------------------------------------------- the runner

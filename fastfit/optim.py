@@ -200,7 +200,7 @@ class Optimizer:
         with model.exclusive("step"):
             self.bind(model)
             self._check_ready()
-            _core.update(model._net, self.rule(_threads.cpu_count()), lr, lr_next, self.t, 0.0)
+            _core.update(model._net, self.rule(_threads.allowed_threads()), lr, lr_next, self.t, 0.0)
             self.t += 1
 
     def _check_ready(self):

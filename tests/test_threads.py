@@ -112,3 +112,50 @@ def test_concurrent_fits_restore_the_blas_thread_count():
         t.join()
     assert len(out) == 4
     assert [lib.num_threads for lib in _threads._blas_libs()] == before
+
+
+def _blas_counts_asked(monkeypatch):
+    asked = []
+    real = _threads._apply
+
+    def recording(n):
+        asked.append(n)
+        real(n)
+
+    monkeypatch.setattr(_threads, "_apply", recording)
+    return asked
+
+
+def test_a_thread_limit_set_by_the_user_is_never_raised(monkeypatch):
+    """Under threadpool_limits(1) (or OPENBLAS_NUM_THREADS=1, or one MPI rank per core), the step
+    API, fit and the optimizer's team stay at one thread even for products big enough to share;
+    two processes each raising BLAS to 2 threads on 2 cores slow each other down many times over."""
+    from threadpoolctl import threadpool_limits
+    if _threads.cpu_count() < 2:
+        import pytest
+        pytest.skip("one core: every count is 1")
+    model = ff.MLP([512, 1024, 10], seed=0)    # 2 x 128 rows x 0.5M params: above SINGLE_THREAD_FLOPS
+    X = np.random.default_rng(0).standard_normal((128, 512)).astype(np.float32)
+    assert 2 * 128 * model.n_params >= _threads.SINGLE_THREAD_FLOPS
+    assert _threads.auto_threads(2 * 128 * model.n_params) == _threads.allowed_threads() > 1
+    asked = _blas_counts_asked(monkeypatch)
+    with threadpool_limits(1, user_api="blas"):
+        assert _threads.allowed_threads() == 1
+        model.forward(X)
+        model.backward(np.ones((128, 10), np.float32))
+        ff.fit(model, X, np.zeros(128, int), "cross_entropy", ff.Adam(), batch_size=128, epochs=1, verbose=0)
+        assert all(n == 1 for n in asked), asked
+        assert [lib.num_threads for lib in _threads._blas_libs()] == [1] * len(_threads._blas_libs())
+    asked.clear()
+    model.forward(X)           # no limit: the big product gets every core again
+    assert max(asked) == _threads.cpu_count()
+
+
+def test_an_explicit_thread_count_is_used_as_given(monkeypatch):
+    from threadpoolctl import threadpool_limits
+    asked = _blas_counts_asked(monkeypatch)
+    model = ff.MLP([40, 64, 5], seed=0)
+    X, y = make_problem(0, n=64)
+    with threadpool_limits(1, user_api="blas"):
+        ff.fit(model, X, y, "cross_entropy", ff.Adam(), batch_size=64, epochs=1, verbose=0, n_threads=2)
+    assert 2 in asked
