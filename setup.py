@@ -6,6 +6,7 @@ Two extension modules:
 - fastfit._core: forward, backward, losses, optimizer updates and the training
   step, calling BLAS through scipy.linalg.cython_blas; csrc/ holds its C kernels
   and its thread team.
+- fastfit._bfloat16: the compressed all-reduce's conversions (csrc/bfloat16.c).
 """
 import glob
 import os
@@ -37,6 +38,9 @@ extensions = [
               depends=sorted(glob.glob("csrc/*.h")),  # a changed header rebuilds the core
               include_dirs=["csrc", numpy.get_include()],
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+              extra_compile_args=extra_compile, extra_link_args=extra_link),
+    Extension("fastfit._bfloat16", ["fastfit/_bfloat16.pyx", "csrc/bfloat16.c"],
+              depends=["csrc/bfloat16.h", "csrc/clones.h"], include_dirs=["csrc"],
               extra_compile_args=extra_compile, extra_link_args=extra_link),
 ]
 

@@ -3,15 +3,8 @@
 #include <float.h>
 #include <math.h>
 
+#include "clones.h"
 #include "team.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__ELF__) && !defined(FASTFIT_NO_CLONES)
-#define FF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FF_CLONES
-#endif
-/* Loops inlined into each clone above, so they are compiled for its instruction set. */
-#define FF_INLINE inline __attribute__((always_inline))
 
 /* Below this many parameters an update runs on the calling thread alone:
  * waking a team thread costs more than the second core gives. */

@@ -74,6 +74,8 @@ import time
 
 import numpy as np
 
+from . import _bfloat16
+
 __all__ = ["AllReduce", "Handle", "bfloat16_encode", "bfloat16_decode", "DEFAULT_CHUNK_BYTES"]
 
 #: Bytes of float data per message. MPICH's TCP provider completes about one
@@ -96,29 +98,19 @@ ALGORITHMS = ("auto", "pair", "ring", "mpi")
 
 # ---------------------------------------------------------------- bfloat16
 
-def bfloat16_encode(x, out, tmp=None):
-    """Round float32 ``x`` to bfloat16 (nearest, ties to even) into uint16 ``out``.
+def bfloat16_encode(x, out):
+    """Round float32 ``x`` to bfloat16 (nearest, ties to even) into uint16 ``out``; returns out.
 
-    ``tmp``: an optional uint32 scratch array of x's size. NaN stays NaN (the
-    rounding carry could otherwise turn a NaN's payload into an infinity or a
-    zero); values beyond bfloat16's largest finite value round to infinity.
-    """
-    u = x.view(np.uint32)
-    if tmp is None:
-        tmp = np.empty(u.shape, np.uint32)
-    np.right_shift(u, 16, out=tmp)
-    np.bitwise_and(tmp, 1, out=tmp)
-    np.add(tmp, 0x7FFF, out=tmp)
-    np.add(tmp, u, out=tmp)
-    np.right_shift(tmp, 16, out=out, casting="unsafe")
-    if np.isnan(x).any():
-        out[np.isnan(x)] = 0x7FC0
+    NaN stays NaN (the rounding carry could otherwise turn a NaN's payload into
+    an infinity or a zero); values beyond bfloat16's largest finite value round
+    to infinity."""
+    _bfloat16.encode(x, out)
     return out
 
 
 def bfloat16_decode(h, out):
-    """Widen bfloat16 bits ``h`` (uint16) to float32 ``out`` exactly."""
-    np.left_shift(h, 16, out=out.view(np.uint32), dtype=np.uint32)
+    """Widen bfloat16 bits ``h`` (uint16) to float32 ``out`` exactly; returns out."""
+    _bfloat16.decode(h, out)
     return out
 
 
@@ -187,9 +179,6 @@ class _RingOp:
         self.gather = take(n, wire)   # all-gather chunks: the finished sums
         if self.compress:
             self.wire = take(n, np.uint16)  # this rank's bfloat16 payloads
-            longest_chunk = -(-longest // self.nchunks) + 1
-            self.wide = take(longest_chunk, np.float32)  # a received chunk, widened
-            self.tmp = take(longest_chunk, np.uint32)
         else:
             self.arrived = set()  # (s, k): all-gather chunk arrived, or its place in buf is free;
                                   # the second of the two events copies it into buf
@@ -233,20 +222,20 @@ class _RingOp:
         """What goes on the wire for buf[lo:hi] in the reduce-scatter."""
         if not self.compress:
             return self.buf[lo:hi]
-        return bfloat16_encode(self.buf[lo:hi], self.wire[lo:hi], self.tmp[:hi - lo])
+        return bfloat16_encode(self.buf[lo:hi], self.wire[lo:hi])
 
     def rs_received(self, s, k):
         lo, hi = self.chunk(self.rank - s - 1, k)
         part = self.buf[lo:hi]
         if self.compress:
-            np.add(part, bfloat16_decode(self.inbox[lo:hi], self.wide[:hi - lo]), out=part)
+            _bfloat16.add(part, self.inbox[lo:hi])
         else:
             np.add(part, self.inbox[lo:hi], out=part)
         if s < self.size - 2:
             self._send(self._payload(lo, hi), self.tag(0, s + 1, k),
                        None if self.compress else (self.rs_sent, s + 1, k))
         elif self.compress:  # this chunk's sum is complete here: round it once and share those bits
-            bfloat16_encode(part, self.wire[lo:hi], self.tmp[:hi - lo])
+            bfloat16_encode(part, self.wire[lo:hi])
             bfloat16_decode(self.wire[lo:hi], part)
             self._send(self.wire[lo:hi], self.tag(1, 0, k), None)
         else:
@@ -323,10 +312,6 @@ class _PairOp:
         self.inbox = take(n, wire)
         self.outbox = take(n, wire) if self.compress else buf  # exact: sent straight from buf
         self.halfway = set()  # exact: chunks whose send or receive (not both) has completed
-        if self.compress:
-            longest = max(b - a for a, b in zip(self.bounds[:-1], self.bounds[1:]))
-            self.wide = take(longest, np.float32)
-            self.tmp = take(longest, np.uint32)
         self.pending = 0
         self.error = None
 
@@ -339,7 +324,7 @@ class _PairOp:
         for k in range(self.nchunks):
             lo, hi = self.bounds[k], self.bounds[k + 1]
             if self.compress:
-                bfloat16_encode(self.buf[lo:hi], self.outbox[lo:hi], self.tmp[:hi - lo])
+                bfloat16_encode(self.buf[lo:hi], self.outbox[lo:hi])
             self.pending += 1
             post(comm.Isend(self.outbox[lo:hi], dest=self.peer, tag=self.tag0 + k), self,
                  None if self.compress else (self.received, k, 1))
@@ -353,8 +338,8 @@ class _PairOp:
         lo, hi = self.bounds[k], self.bounds[k + 1]
         part = self.buf[lo:hi]
         if self.compress:
-            bfloat16_decode(self.outbox[lo:hi], part)  # this rank's own value, rounded as the peer sees it
-            np.add(part, bfloat16_decode(self.inbox[lo:hi], self.wide[:hi - lo]), out=part)
+            # this rank's own value, rounded as the peer sees it, plus the peer's
+            _bfloat16.sum_into(part, self.outbox[lo:hi], self.inbox[lo:hi])
         else:
             np.add(part, self.inbox[lo:hi], out=part)
 

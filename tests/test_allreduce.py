@@ -80,6 +80,25 @@ def test_bfloat16_relative_error_bound():
     assert (np.abs(back - x) > np.abs(x) * 2.0 ** -9).any()  # and that bound is reached
 
 
+
+def test_bfloat16_sums_widen_then_add_in_float32():
+    from fastfit import _bfloat16
+    rng = np.random.default_rng(2)
+    a = bfloat16_encode(rng.standard_normal(1001).astype(np.float32), np.empty(1001, np.uint16))
+    b = bfloat16_encode(rng.standard_normal(1001).astype(np.float32), np.empty(1001, np.uint16))
+    wide_a = bfloat16_decode(a, np.empty(1001, np.float32))
+    wide_b = bfloat16_decode(b, np.empty(1001, np.float32))
+    out = np.empty(1001, np.float32)
+    _bfloat16.sum_into(out, a, b)
+    np.testing.assert_array_equal(out, wide_a + wide_b)
+    acc = wide_a.copy()
+    _bfloat16.add(acc, b)
+    np.testing.assert_array_equal(acc, wide_a + wide_b)
+    with pytest.raises(ValueError, match="1001 and 1000 elements"):
+        _bfloat16.add(acc, b[:1000])
+    with pytest.raises(ValueError, match="bfloat16 sum"):
+        _bfloat16.sum_into(out[:5], a, b)
+
 # ---------------------------------------------------------------- the all-reduce, under MPI
 
 mpi4py = pytest.importorskip("mpi4py", reason="fastfit._allreduce needs mpi4py: pip install mpi4py mpich")
