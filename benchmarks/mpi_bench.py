@@ -381,8 +381,8 @@ def worker(args):
     X, y = make_data(args.rows)
     model = ff.MLP(SIZES, dtype=np.float32, seed=0)
     hist = distributed.fit(model, X, y, "cross_entropy", ff.Adam(1e-3), batch_size=BATCH, epochs=args.epochs,
-                           seed=0, comm=comm, n_threads=1, verbose=0, timeout=600, overlap=args.fit != "plain",
-                           compress="bfloat16" if args.fit == "bfloat16" else None)
+                           seed=0, comm=comm, n_threads=1, verbose=0, timeout=600, overlap=args.fit in ("overlap", "bfloat16-overlap"),
+                           compress="bfloat16" if args.fit.startswith("bfloat16") else None)
     times, waits = hist["time"][1:], hist["allreduce_s"][1:]  # the first epoch is the warm-up
     steps = -(-args.rows // BATCH)
     out.update({"samples_per_s": args.rows / statistics.median(times), "epoch_s": times,
@@ -812,10 +812,10 @@ def main(argv=None):
     p.add_argument("--parts-rows", type=int, default=BATCH // 2)
     p.add_argument("--parts-reps", type=int, default=30)
     p.add_argument("--rows", type=int, default=ROWS)
-    p.add_argument("--fit", choices=("plain", "overlap", "bfloat16"), default="plain",
+    p.add_argument("--fit", choices=("plain", "overlap", "bfloat16", "bfloat16-overlap"), default="plain",
                    help="the distributed fit's sums: one MPI all-reduce after the backward pass (plain), "
-                        "each bucket's sum overlapped with the rest of the backward pass (overlap), or "
-                        "overlapped and sent as bfloat16")
+                        "each bucket's sum overlapped with the rest of the backward pass (overlap), one "
+                        "sum sent as bfloat16 after the backward pass (bfloat16), or both (bfloat16-overlap)")
     p.add_argument("--epochs", type=int, default=4, help="epochs per fit; the first is a warm-up")
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=None, help="runs of each configuration (default 2 on shared "

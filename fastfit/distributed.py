@@ -122,13 +122,18 @@ class _Collectives:
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.where = (None, None)  # (epoch, step) for messages
 
-    def wait(self, requests, what):
-        """Wait for the requests; RankFailureError after ``timeout`` seconds without completion."""
+    def wait(self, requests, what, spin=True):
+        """Wait for the requests; RankFailureError after ``timeout`` seconds without completion.
+
+        ``spin=False`` where another thread of this process keeps calling MPI (the
+        all-reduce's): that advances these requests too, so this one sleeps between
+        checks instead of taking turns with it on the core."""
         MPI = self.MPI
         t0 = time.perf_counter()
         deadline = t0 + self.timeout
-        spin_until = t0 + 0.5  # poll flat out first: MPI progresses only inside our calls
-        pause = 1e-4
+        patient_from = t0 + 0.5  # after this, ever longer sleeps: a rank that is far behind
+        spin_until = patient_from if spin else t0  # poll flat out first: MPI progresses only inside our calls
+        pause = 1e-4 if spin else 5e-5
         try:
             while not MPI.Request.Testall(requests):
                 now = time.perf_counter()
@@ -136,7 +141,8 @@ class _Collectives:
                     self._fail(what, "no answer")
                 if now >= spin_until:
                     time.sleep(pause)
-                    pause = min(pause * 2, 0.01)
+                    if now >= patient_from:
+                        pause = min(pause * 2, 0.01)
                 elif _yield is not None:
                     _yield()  # a rank sharing its core (oversubscribed node) lets the others run
         except MPI.Exception as exc:
@@ -322,15 +328,18 @@ class DistributedRunner(LocalRunner):
     rank's slice of the global batch, an all-reduce of the gradient buffer, and the
     compiled update, identical on every rank. The epoch loop is fastfit.epochs'.
 
-    With ``allreduce`` (a ``fastfit._allreduce.AllReduce``) the backward pass runs a
-    layer at a time, from the last: each bucket of layers (at least BUCKET_BYTES, or
-    the rest) starts its sum as soon as its gradient is final, the sum proceeds on the
-    AllReduce's thread while the earlier layers are computed, and each bucket is
-    updated once its own sum is in. Otherwise one MPI all-reduce of the whole buffer
-    follows the whole backward pass."""
+    With ``allreduce`` (a ``fastfit._allreduce.AllReduce``) and ``overlap``, the
+    backward pass runs a layer at a time, from the last: each bucket of layers (at
+    least BUCKET_BYTES, or the rest) starts its sum as soon as its gradient is final,
+    the sum proceeds on the AllReduce's thread while the earlier layers are computed,
+    and each bucket is updated once its own sum is in. With ``allreduce`` alone, its
+    one sum of the whole buffer follows the whole backward pass (where every core
+    computes, overlap only makes the sum and the compute take turns). Otherwise one
+    MPI all-reduce of the whole buffer follows the whole backward pass."""
 
-    def __init__(self, model, a, n_threads, coll, checkpoint, allreduce=None):
+    def __init__(self, model, a, n_threads, coll, checkpoint, allreduce=None, overlap=False):
         self.coll, self.checkpoint, self.allreduce = coll, checkpoint, allreduce
+        self.overlap = bool(overlap) and allreduce is not None
         self.capacity = -(-a.batch_size // coll.size)  # the largest slice a rank gets
         super().__init__(model, a, n_threads)
         self.needs_phi = self.needs_phi or checkpoint is not None
@@ -361,28 +370,30 @@ class DistributedRunner(LocalRunner):
             lo, hi = _shard(stop - start, coll.rank, coll.size)
             data, rows = self._rank_data(order[start + lo:start + hi])
             penalty = a.loss.l2 * a.loss.grad_scale(stop - start, model.n_outputs)
-            if self.allreduce is None:
+            # The step's loss sums go out before the gradient: queued behind it on the
+            # same connection, these few bytes would wait for the whole gradient.
+            if not self.overlap:
                 local, local_hits = _core.batch_gradient(model._net, self.ws, data, self.objective, rows,
                                                          stop - start)
-                buckets = None
+                t_wait = time.perf_counter()
+                requests = [self._start_stats(local, local_hits)]
+                buckets = None if self.allreduce is None else [(0, -1, self.allreduce.start(grads))]
             else:
                 local, local_hits = _core.gradient_head(model._net, self.ws, data, self.objective, rows,
                                                         stop - start)
+                requests = [self._start_stats(local, local_hits)]
                 buckets = self._backward_sending()
-            bad = not math.isfinite(local)
-            stats[:] = (0.0 if bad else local, local_hits, float(bad),
-                        float(self.interrupt is not None and self.interrupt.raised))
-            t_wait = time.perf_counter()
-            requests = [coll.comm.Iallreduce(MPI.IN_PLACE, stats, op=MPI.SUM)]
+                t_wait = time.perf_counter()
             if buckets is None:
                 requests.append(coll.comm.Iallreduce(MPI.IN_PLACE, grads, op=MPI.SUM))
-            coll.wait(requests, "gradient all-reduce")
-            if buckets is None:
+                coll.wait(requests, "gradient all-reduce")
                 if not stats[2]:
                     _core.update(model._net, self.rule, lrs[s], lrs[s + 1], t0 + s, penalty)
             else:  # each bucket's update as soon as its sum is in (every bucket is waited for)
-                for first_layer, end_layer, handle in buckets:
+                for i, (first_layer, end_layer, handle) in enumerate(buckets):
                     self._wait_sum(handle)
+                    if i == 0:  # sent first, so in by now: no spinning beside the sums' thread
+                        coll.wait(requests, "loss all-reduce", spin=False)
                     if not stats[2]:
                         _core.update(model._net, self.rule, lrs[s], lrs[s + 1], t0 + s, penalty,
                                      first_layer, end_layer)
@@ -395,6 +406,13 @@ class DistributedRunner(LocalRunner):
                 self.stopped_by_interrupt = True
                 return total, hits, s + 1, False
         return total, hits, n, False
+
+    def _start_stats(self, local, local_hits):
+        """Start the all-reduce of [loss sum, hits, non-finite ranks, interrupted ranks]."""
+        bad = not math.isfinite(local)
+        self.stats[:] = (0.0 if bad else local, local_hits, float(bad),
+                         float(self.interrupt is not None and self.interrupt.raised))
+        return self.coll.comm.Iallreduce(self.coll.MPI.IN_PLACE, self.stats, op=self.coll.MPI.SUM)
 
     def _backward_sending(self):
         """The backward pass a layer at a time, each bucket's sum started as soon as it is final.
@@ -516,10 +534,12 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
     ``overlap=True`` sends each bucket of layers' gradient as soon as the backward
     pass has produced it, on a thread of fastfit._allreduce, while the earlier
     layers are computed; the result is the same as without it (the same sums,
-    docs/distributed.md). ``compress="bfloat16"`` (float32 models; implies
-    overlap) sends the gradient as bfloat16, summed in float32: half the bytes,
-    no longer bit-equal to one process (each value rounded to 8 significant bits
-    on the wire), tested to converge like the exact fit.
+    docs/distributed.md); it pays where a core is free for the communication
+    (fewer compute threads than cores) or the link is slow. ``compress="bfloat16"``
+    (float32 models; with or without overlap) sends the gradient as bfloat16,
+    summed in float32: half the bytes, no longer bit-equal to one process (each
+    value rounded to 8 significant bits on the wire), tested to converge like the
+    exact fit.
     """
     MPI = _mpi()
     comm = MPI.COMM_WORLD if comm is None else comm
@@ -578,7 +598,7 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
         if overlap or compress is not None:
             from ._allreduce import AllReduce  # its progress thread only when asked for
             sums = AllReduce(comm, compress=compress)
-        runner = DistributedRunner(model, a, n_threads, coll, checkpoint, sums)
+        runner = DistributedRunner(model, a, n_threads, coll, checkpoint, sums, overlap)
         try:
             with _threads.blas_threads(n_threads):
                 return run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle,
