@@ -332,16 +332,18 @@ class DistributedRunner(LocalRunner):
     backward pass runs a layer at a time, from the last: each bucket of layers (at
     least BUCKET_BYTES, or the rest) starts its sum as soon as its gradient is final,
     the sum proceeds on the AllReduce's thread while the earlier layers are computed,
-    and each bucket is updated once its own sum is in. With ``allreduce`` alone, its
-    one sum of the whole buffer follows the whole backward pass (where every core
-    computes, overlap only makes the sum and the compute take turns). Otherwise one
-    MPI all-reduce of the whole buffer follows the whole backward pass."""
+    and each bucket is updated once its own sum is in. With ``allreduce`` alone, the
+    buckets' sums all start after the whole backward pass (where every core
+    computes, overlap only makes the sums and the compute take turns), and each
+    bucket is again updated once its sum is in. Otherwise one MPI all-reduce of the
+    whole buffer follows the whole backward pass."""
 
     def __init__(self, model, a, n_threads, coll, checkpoint, allreduce=None, overlap=False):
         self.coll, self.checkpoint, self.allreduce = coll, checkpoint, allreduce
         self.overlap = bool(overlap) and allreduce is not None
         self.capacity = -(-a.batch_size // coll.size)  # the largest slice a rank gets
         super().__init__(model, a, n_threads)
+        self.plan = self._bucket_plan()
         self.needs_phi = self.needs_phi or checkpoint is not None
         Y, labels = a.Y, a.labels
         self.ws = model.workspace(self.capacity, target_cols=Y.shape[1] if Y.size else 0, labels=bool(labels.size))
@@ -377,7 +379,7 @@ class DistributedRunner(LocalRunner):
                                                          stop - start)
                 t_wait = time.perf_counter()
                 requests = [self._start_stats(local, local_hits)]
-                buckets = None if self.allreduce is None else [(0, -1, self.allreduce.start(grads))]
+                buckets = None if self.allreduce is None else self._sending_after_backward()
             else:
                 local, local_hits = _core.gradient_head(model._net, self.ws, data, self.objective, rows,
                                                         stop - start)
@@ -414,20 +416,38 @@ class DistributedRunner(LocalRunner):
                          float(self.interrupt is not None and self.interrupt.raised))
         return self.coll.comm.Iallreduce(self.coll.MPI.IN_PLACE, self.stats, op=self.coll.MPI.SUM)
 
+    def _bucket_plan(self):
+        """[(first layer, end layer, first parameter, end parameter)], last layers first: each
+        bucket the fewest layers that hold at least BUCKET_BYTES of gradient (or the rest)."""
+        net, grads = self.model._net, self.model.grads
+        plan, end = [], net.n_layers
+        for k in range(net.n_layers - 1, -1, -1):
+            lo = int(net.woff[k])
+            hi = int(net.woff[end]) if end < net.n_layers else grads.shape[0]
+            if (hi - lo) * grads.itemsize >= BUCKET_BYTES or k == 0:
+                plan.append((k, end, lo, hi))
+                end = k
+        return plan
+
     def _backward_sending(self):
         """The backward pass a layer at a time, each bucket's sum started as soon as it is final.
         Returns [(first layer, end layer, handle)], last layers first."""
         net, ws, grads = self.model._net, self.ws, self.model.grads
-        itemsize = grads.itemsize
-        buckets, end = [], net.n_layers
+        buckets = []
+        plan = iter(self.plan)
+        first, end, lo, hi = next(plan)
         for k in range(net.n_layers - 1, -1, -1):
             _core.gradient_layer(net, ws, k)
-            lo = int(net.woff[k])
-            hi = int(net.woff[end]) if end < net.n_layers else grads.shape[0]
-            if (hi - lo) * itemsize >= BUCKET_BYTES or k == 0:
-                buckets.append((k, end, self.allreduce.start(grads[lo:hi])))
-                end = k
+            if k == first:
+                buckets.append((first, end, self.allreduce.start(grads[lo:hi])))
+                first, end, lo, hi = next(plan, (None, None, None, None))
         return buckets
+
+    def _sending_after_backward(self):
+        """Every bucket's sum started at once, after the whole backward pass: they cross the link
+        one after another, and a bucket's update runs while the next one is still on its way."""
+        grads = self.model.grads
+        return [(first, end, self.allreduce.start(grads[lo:hi])) for first, end, lo, hi in self.plan]
 
     def _wait_sum(self, handle):
         try:
