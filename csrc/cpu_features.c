@@ -42,3 +42,19 @@ int fastfit_avx512_usable(void)
 {
     return fastfit_cpu_has_avx512() && fastfit_os_saves_avx512();
 }
+
+/* The version of the FF_CLONES loops (csrc/clones.h) the loader picks on this
+ * machine: GCC's resolver asks the same question of the same CPU. */
+const char *fastfit_loop_clone(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__ELF__) && !defined(FASTFIT_NO_CLONES)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return "avx512f";
+    if (__builtin_cpu_supports("avx2"))
+        return "avx2";
+    return "default";
+#else
+    return "single";
+#endif
+}

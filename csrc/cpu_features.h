@@ -12,4 +12,8 @@ int fastfit_cpu_has_avx512(void);
 /* 1 when the OS has enabled XSAVE of the AVX-512 state; else 0. */
 int fastfit_os_saves_avx512(void);
 
+/* The instruction set of the element-wise loops the loader chose: "avx512f",
+   "avx2", "default" (baseline x86-64), or "single" (a build without versions). */
+const char *fastfit_loop_clone(void);
+
 #endif

@@ -1,7 +1,7 @@
 """What BLAS fastfit runs on: show_config() for people, blas_info() for programs."""
 import sys
 
-from . import _blas_select, _core, _threads
+from . import _blas_select, _core, _cpu, _threads
 
 
 def blas_info():
@@ -22,6 +22,8 @@ def blas_info():
         "kernel_decision": _blas_select.DECISION,
         "own_threads": _core.team_size(),
         "cpu_count": _threads.cpu_count(),
+        "auto_threads_max": _threads.allowed_threads(),
+        "loop_clone": _cpu.loop_clone(),
         "scipy_blas": scipy_blas[0] if scipy_blas else None,
         "all_blas": [lib for lib in libs if lib.get("user_api") == "blas"],
     }
@@ -32,8 +34,13 @@ def show_config(file=None):
     file = file or sys.stdout
     info = blas_info()
     print(f"fastfit {info['fastfit']}  (Python {info['python']}, NumPy {info['numpy']}, SciPy {info['scipy']})", file=file)
-    print(f"cores available: {info['cpu_count']}", file=file)
+    print(f"cores available: {info['cpu_count']}; automatic thread count at most "
+          f"{info['auto_threads_max']} (the cores, and never above SciPy's BLAS count before fastfit)", file=file)
     print(f"kernel choice at import: {info['kernel_decision']}", file=file)
+    print("matrix products (forward, weight and input gradients): one call each to SciPy's BLAS "
+          "(sgemm/dgemm; fastfit ships no GEMM of its own)", file=file)
+    print(f"element-wise passes, losses and optimizer updates: fastfit's C loops, {info['loop_clone']} "
+          "version (the loader's choice for this CPU)", file=file)
     print(f"fastfit's own threads (large optimizer updates): {info['own_threads']} started so far; "
           "they sleep when idle, and fastfit loads no OpenMP runtime", file=file)
     lib = info["scipy_blas"]

@@ -483,6 +483,22 @@ def test_config_shows_the_blas(capsys):
     assert cli.main(["config"]) == 0
     out = capsys.readouterr().out
     assert "kernel choice at import" in out and "BLAS used by fastfit" in out
+    assert "matrix products" in out and "element-wise passes" in out and "automatic thread count at most" in out
+
+
+def test_config_names_the_loop_version_this_cpu_runs():
+    """The loader's choice of the element-wise loops: AVX-512 wherever the CPU and OS offer it."""
+    from fastfit import _cpu
+    choice = _cpu.loop_clone()
+    assert choice in ("avx512f", "avx2", "default", "single")
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return
+    if choice != "single" and "avx512f" in flags and _cpu.os_saves_avx512():
+        assert choice == "avx512f"
+    elif choice != "single" and "avx2" in flags and "avx512f" not in flags:
+        assert choice == "avx2"
 
 
 # ---------------------------------------------------------------- the installed entry point
