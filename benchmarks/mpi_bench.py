@@ -595,10 +595,15 @@ def in_netns(args, argv):
                     env=dict(env, **extra))
             results["sweep"].append({"name": name, "env": extra, **r["bare"]["mpi"]})
     else:
-        results["single"] = [run([sys.executable, me, "--single", "--rows", str(args.rows), "--epochs",
-                                  str(args.epochs)], args.timeout)]
-        results["mpi"] = [run([launcher, "-n", "2", sys.executable, me, "--worker", *common], args.timeout, env=env)
-                          for _ in range(args.repeats)]
+        # One process is timed before every 2-rank run and after the last: each run is compared
+        # with the two nearest in time, since this kind of machine drifts by tens of percent.
+        single_cmd = [sys.executable, me, "--single", "--rows", str(args.rows), "--epochs", str(args.epochs)]
+        results["single"], results["mpi"] = [], []
+        for _ in range(args.repeats):
+            results["single"].append(run(single_cmd, args.timeout))
+            results["mpi"].append(run([launcher, "-n", "2", sys.executable, me, "--worker", *common], args.timeout,
+                                      env=env))
+        results["single"].append(run(single_cmd, args.timeout))
     results["bytes_per_direction"] = link_counters()
     results["load_after"] = load_average()
     print(link_markdown(results))
@@ -681,14 +686,21 @@ def link_markdown(res):
             lines.append(f"| {s['name']} | {1e3 * s['median_s']:.2f} / {1e3 * s['min_s']:.2f} | {fractions(s)} "
                          f"| {cpu} |")
         return "\n".join(lines)
-    single = res["single"][0]["samples_per_s"]
-    lines += [f"One process (fastfit.fit, 1 thread, no MPI): {single:,.0f} samples/s.", "",
-              "| run | samples/s | step ms | all-reduce wait ms/step | predicted step ms (no overlap) |",
-              "|---|---|---|---|---|"]
+    single = [x["samples_per_s"] for x in res["single"]]
+    lines += [f"One process (fastfit.fit, 1 thread, no MPI), before each 2-rank run and after the last: "
+              f"{', '.join(f'{x:,.0f}' for x in single)} samples/s.", "",
+              "| run | samples/s | against one process (the runs before and after it) | step ms "
+              "| all-reduce wait ms/step | predicted step ms (no overlap) |",
+              "|---|---|---|---|---|---|"]
+    ratios = []
     for i, r in enumerate(res["mpi"]):
         pred = predict(r["parts"], r["bare"]["mpi"]["median_s"])
-        lines.append(f"| {i + 1} | {r['samples_per_s']:,.0f} | {r['step_ms']:.1f} | "
+        around = single[i:i + 2] or single[-1:]  # a report of an older run: one figure for all
+        ratios.append(r["samples_per_s"] / statistics.mean(around))
+        lines.append(f"| {i + 1} | {r['samples_per_s']:,.0f} | {ratios[-1]:.2f}x | {r['step_ms']:.1f} | "
                      f"{r['allreduce_wait_ms_per_step']:.2f} | {1e3 * pred['no_overlap_s']:.1f} |")
+    lines += ["", f"2 ranks against one process: median {statistics.median(ratios):.2f}x "
+              f"(runs {', '.join(f'{x:.2f}' for x in ratios)})."]
     for i, r in enumerate(res["mpi"]):
         for key, values in (r.get("fit_overlap") or {}).items():
             lines.append(f"\nFit run {i + 1}, history `{key}` per timed epoch: {values}")
