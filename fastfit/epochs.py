@@ -10,7 +10,7 @@ keep the parameters finite. What runs the steps is a *runner*:
 - ``fastfit.distributed`` has a runner that runs the same compiled step in its
   two parts with an all-reduce of the gradient between them.
 
-Between runs of steps (each about 0.2 s) Python records history, shows
+Between runs of steps (each 0.2 to 1 s) Python records history, shows
 progress and answers Ctrl-C, so a fit always stops at a step boundary.
 """
 import math
@@ -42,6 +42,12 @@ class NonFiniteLossError(FloatingPointError):
 
 #: Aim for runs of compiled steps this long, so progress and Ctrl-C stay responsive.
 _CHUNK_SECONDS = 0.2
+#: ... but long enough that the snapshot and the check around each run (LocalRunner.run)
+#: take at most _GUARD_SHARE of it, up to _MAX_CHUNK_SECONDS. For a 20M-parameter model
+#: with Adam they pass over 240 MB of parameters and state, about 30 ms: 8% of a run of one
+#: 0.4 s step, 3% of a run of three.
+_GUARD_SHARE = 0.02
+_MAX_CHUNK_SECONDS = 1.0
 
 
 def _batch_size(batch_size, n):
@@ -276,13 +282,20 @@ class LocalRunner:
         return _core.train_steps(self.model._net, self.ws, data, self.objective, self.rule,
                                  np.arange(len(idx), dtype=np.intp), a.batch_size, 0, n, lrs, t0)
 
+    #: seconds the last run spent on its snapshot and its check
+    guard_s = 0.0
+
     def run(self, order, first, n, lrs, t0):
+        t_guard = time.perf_counter()
         for saved, live in zip(self.snapshot, self.buffers):
             np.copyto(saved, live)
+        self.guard_s = time.perf_counter() - t_guard
         total, hits, steps, loss_stopped = self._steps(order, first, n, lrs, t0)
         stop = RunResult.LOSS_NOT_FINITE if loss_stopped else RunResult.CONTINUE
+        t_guard = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore"):  # a sum overflows only when a value is huge
             overflowed = not all(np.isfinite(b.sum()) for b in self.buffers)
+        self.guard_s += time.perf_counter() - t_guard
         if overflowed:
             replayed = self._replay_to_last_finite_step(order, first, steps, lrs, t0)
             if replayed is not None:
@@ -333,6 +346,14 @@ def _not_finite_message(result, epoch, step, n_batches, optimizer):
             "is probably too large: try a smaller one.")
 
 
+def _next_chunk(elapsed, steps, guard_s, n_batches):
+    """Steps in the next run: towards _CHUNK_SECONDS, or longer (up to _MAX_CHUNK_SECONDS)
+    when the run's snapshot and check would otherwise take more than _GUARD_SHARE of it."""
+    per_step = max((elapsed - guard_s) / max(steps, 1), 1e-9)
+    seconds = max(_CHUNK_SECONDS, min(_MAX_CHUNK_SECONDS, guard_s / _GUARD_SHARE))
+    return max(1, min(n_batches, int(seconds / per_step)))
+
+
 def run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle, rank0=True):
     """The epoch loop shared by fit and the distributed fit; returns the History."""
     loss, optimizer, N, n_batches = a.loss, a.optimizer, a.N, a.n_batches
@@ -379,9 +400,7 @@ def run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle,
                                                  epoch, done + 1, history)
                     if schedule_error is not None:
                         raise schedule_error
-                    # grow or shrink the next run of steps towards _CHUNK_SECONDS
-                    per_step = elapsed / max(result.steps, 1)
-                    chunk = max(1, min(n_batches, int(_CHUNK_SECONDS / max(per_step, 1e-9))))
+                    chunk = _next_chunk(elapsed, result.steps, runner.guard_s, n_batches)
                     progress.update_steps(epoch, done, n_batches)
                 seconds = time.perf_counter() - t_epoch
                 record = {"epoch": epoch, "loss": loss.reduce(total, rows, model.n_outputs)}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastfit as ff
-from fastfit import datasets
+from fastfit import datasets, epochs
 from fastfit.progress import make_progress
 
 from helpers import replay_steps
@@ -228,3 +228,37 @@ def test_mnist1d_mlp_reaches_the_published_baseline_range():
     ff.fit(model, Xtr, ytr, loss=ff.SoftmaxCrossEntropy(), optimizer=ff.Adam(1e-2), batch_size=100, epochs=60)
     accuracy = ff.evaluate(model, Xte, yte, ff.SoftmaxCrossEntropy())["accuracy"]
     assert accuracy > 0.6, accuracy   # published MLP: about 68%
+
+
+def test_runs_of_steps_grow_until_their_snapshot_and_check_are_a_small_share():
+    """Each run of compiled steps is guarded by a snapshot and a check of the parameters and
+    state; for a large model with slow steps, runs grow (up to a second) until that guard costs
+    at most 2% of them, and stay at about 0.2 s otherwise."""
+    # a fast model: 1 ms steps, a 0.1 ms guard: 0.2 s runs
+    assert epochs._next_chunk(elapsed=0.0101, steps=10, guard_s=1e-4, n_batches=10_000) == 200
+    # 0.39 s steps with a 30 ms guard: 1.5 s wanted, capped at 1 s: two steps a run
+    assert epochs._next_chunk(elapsed=0.42, steps=1, guard_s=0.03, n_batches=100) == 2
+    # 0.1 s steps with a 3 ms guard: 0.15 s wanted, 0.2 s kept
+    assert epochs._next_chunk(elapsed=0.103, steps=1, guard_s=0.003, n_batches=100) == 2
+    # never more than the epoch, never fewer than one
+    assert epochs._next_chunk(elapsed=5.0, steps=1, guard_s=0.0, n_batches=100) == 1
+    assert epochs._next_chunk(elapsed=1e-6, steps=1, guard_s=0.0, n_batches=7) == 7
+
+
+def test_the_guard_time_is_measured_around_each_run(spirals):
+    X, y = spirals[0], spirals[1]
+    model = ff.MLP([2, 16, 3], seed=0)
+    seen = []
+    real = epochs.LocalRunner.run
+
+    def spy(self, *args):
+        out = real(self, *args)
+        seen.append(self.guard_s)
+        return out
+
+    epochs.LocalRunner.run = spy
+    try:
+        ff.fit(model, X, y, "cross_entropy", ff.Adam(1e-2), batch_size=32, epochs=2, verbose=0)
+    finally:
+        epochs.LocalRunner.run = real
+    assert seen and all(0 < g < 0.5 for g in seen)
