@@ -48,6 +48,16 @@ def _torch(n, dtype, threads, repeats):
     return _best_time(lambda: torch.mm(a, b, out=c), repeats)
 
 
+def probe(spec):
+    """Task: the machine's speed right now, at the thread count a measurement just used: the best
+    of a few 1024^3 float32 products with SciPy's BLAS (about 0.1 s). A process timed while
+    this machine ran at a fraction of its usual speed (a virtual machine's cores placed on one
+    physical core's two hyper-threads, say) is recognised by its probe, not by its spread."""
+    n = spec.get("n", 1024)
+    sec = _scipy(n, "float32", spec["threads"], spec.get("repeats", 7))
+    return {"gflops": 2.0 * n ** 3 / sec / 1e9}
+
+
 def run(spec):
     """Task: GFLOP/s of every (backend, dtype, thread count), and the best per dtype."""
     import importlib.util

@@ -296,10 +296,11 @@ def _details_table(results):
                 f"{fmt_rate(r['samples_per_s'])} ({r['threads']}t)", r["procs"],
                 f"{100 * r['spread']:.0f}%", f"{100 * r['repeat_spread']:.0f}%",
                 ("yes" if r["rerun"] else "no") + (" ⚠" if r["flagged"] else ""),
+                str(r.get("machine_slow_replaced", "—")),
                 f"{load:.2f}" + (" (loaded)" if load > LOADED else ""), variant])
     return table(["workload", "framework"] + [f"{t} thread{'s' if t > 1 else ''} (processes)" for t in counts]
                  + ["reported", "processes", "spread across processes", "largest spread of repeats",
-                    "rerun", "other load (cores)", "variant kept"], rows)
+                    "rerun", "replaced (machine slow)", "other load (cores)", "variant kept"], rows)
 
 
 def _neighbour_section(results):
@@ -468,7 +469,10 @@ def _method(results):
             f"{results['repeats']} repeats of ~{results['target_s']:g} s (after a warm-up epoch). "
             f"In square brackets: fastfit's speed over that peer. ⚠: the spread across processes or across one "
             f"process's repeats stayed above {thr:.0%} " + ("after one rerun" if results.get("rerun") else "")
-            + " (see Measurement details).")
+            + " (see Measurement details)." + (
+                " After each process a 1024^3 product probed the machine's speed at that thread count; a "
+                "process followed by a probe under 80% of the run's best was measured again "
+                "(\"replaced (machine slow)\")." if results.get("machine_probes") else ""))
 
 
 def markdown(results):

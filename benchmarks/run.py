@@ -19,6 +19,38 @@ LOCAL_DIR = os.path.join(RESULTS_DIR, "local")   # untracked (results/.gitignore
 PARTS = ("peak", "products", "longrun", "neighbour", "memory")
 
 
+#: A process is measured again when the machine probe after it gives less than this
+#: share of the best probe at that thread count so far.
+PROBE_SLOW = 0.8
+
+
+class MachineProbe:
+    """The machine's speed after each measured process (peak.probe): a 1024^3 product at the
+    process's thread count, against the best such probe of the run (two probes per count at
+    the start set the first reference)."""
+
+    def __init__(self, run_probe, thread_counts):
+        self.run_probe, self.best, self.history = run_probe, {}, []
+        for t in thread_counts:
+            for _ in range(2):
+                self._probe(t)
+
+    def _probe(self, t):
+        res = self.run_probe(t)
+        rate = res.get("gflops") if res.get("ok") else None
+        self.history.append({"threads": t, "gflops": rate})
+        if rate:
+            self.best[t] = max(self.best.get(t, 0.0), rate)
+        return rate
+
+    def judge(self, t):
+        """{"machine_probe": share of the best probe, "machine_slow": below PROBE_SLOW}."""
+        rate = self._probe(t)
+        if not rate or not self.best.get(t):
+            return {"machine_probe": None, "machine_slow": False}
+        share = rate / self.best[t]
+        return {"machine_probe": round(share, 3), "machine_slow": share < PROBE_SLOW}
+
 def _int_list(text, what):
     try:
         values = sorted({int(v) for v in text.split(",") if v.strip()})
@@ -200,6 +232,9 @@ def _measure(plan, args, results, active, env_ff, env_peer, idle, timeout, data_
         results["peak"] = _log_peak(procs.run_worker(peak_spec, env_ff[top], timeout))
 
     # ---- throughput: per workload, its products alone, then each framework at each thread count
+    probes = MachineProbe(lambda t: procs.run_worker({"task": "probe", "threads": t}, env_ff[t], 120),
+                          plan.thread_counts)
+    results["machine_probes"] = probes.history
     pairs = [(w, f) for w in plan.workloads for f in active if frameworks.supports(f, w, plan)]
     results["products"] = {"ok": True, "workloads": {}, "skipped": "products" in args.skip}
     done = 0
@@ -231,9 +266,10 @@ def _measure(plan, args, results, active, env_ff, env_peer, idle, timeout, data_
                 res = procs.run_worker(spec, env[t], timeout * (2 if name == "torch-compile" else 1))
                 res["waited_for_idle_s"] = waited
                 if res.get("ok"):
+                    res.update(probes.judge(t))
                     log(f"{tag} {t} thr: {report.fmt_rate(res['samples_per_s']):>6s}/s  repeats ±"
                         f"{100 * res['repeat_spread']:.0f}%  load {res.get('other_load') or 0:.2f}  "
-                        f"{res['wall_s']:.1f} s")
+                        f"{res['wall_s']:.1f} s" + ("  machine slow: measured again" if res["machine_slow"] else ""))
                 else:
                     log(f"{tag} {t} thr: failed: {str(res.get('error'))[:200]}")
                 return res

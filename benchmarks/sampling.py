@@ -15,6 +15,12 @@
    if it is still above the threshold, the row is flagged. Both attempts are kept
    in the JSON.
 
+4. A process after which the machine-speed probe (run.py) found the machine
+   slower than ``run.PROBE_SLOW`` of its best is replaced by a fresh one, at most
+   ``SLOW_RETRIES`` times per pair; it stays in the JSON, marked ``machine_slow``.
+   A virtual machine can run for minutes at 60% of its speed (its two cores on
+   one physical core's hyper-threads), which no load figure shows.
+
 ``run_one(threads)`` runs one worker process and returns its result dict.
 """
 import statistics
@@ -24,7 +30,10 @@ from .timing import spread
 #: per-process fields kept in the JSON (the rest, such as the BLAS view, is the same in every process)
 KEEP = ("ok", "error", "samples_per_s", "repeat_spread", "rates", "rows", "epochs_per_repeat",
         "steps_per_repeat", "variant", "variant_pilot_rates", "other_load", "wall_s", "max_rss_bytes",
-        "cpus", "compile_s", "waited_for_idle_s", "fastfit_core_sha")
+        "cpus", "compile_s", "waited_for_idle_s", "fastfit_core_sha", "machine_probe", "machine_slow")
+
+#: processes judged slow by the machine probe that a pair may replace
+SLOW_RETRIES = 3
 
 
 def _compact(threads, res):
@@ -49,10 +58,15 @@ def measure_pair(run_one, thread_counts, procs=2, threshold=0.10, rerun=True):
     processes = []          # every process run for this pair, in order
     first_ok = None
 
+    slow_left = SLOW_RETRIES
+
     def launch(t):
-        nonlocal first_ok
+        nonlocal first_ok, slow_left
         res = run_one(t)
         processes.append(_compact(t, res))
+        if res.get("ok") and res.get("machine_slow") and slow_left > 0:
+            slow_left -= 1
+            return launch(t)        # the machine was slow while it ran: measure again
         if res.get("ok"):
             good[t].append(res)
             if first_ok is None:
@@ -104,6 +118,9 @@ def measure_pair(run_one, thread_counts, procs=2, threshold=0.10, rerun=True):
         for n in r.get("notes") or []:
             if n not in notes:
                 notes.append(n)
+    slow = [p for p in processes if p.get("ok") and p.get("machine_slow")]
+    if slow:
+        notes.append(f"{len(slow)} process(es) replaced: the machine probe found it slow after them")
     failed = [p for p in processes if not p.get("ok")]
     if failed:
         notes.append(f"{len(failed)} of {len(processes)} processes failed: {failed[0].get('error')}")
@@ -117,6 +134,7 @@ def measure_pair(run_one, thread_counts, procs=2, threshold=0.10, rerun=True):
         "repeat_spread": within,
         "flagged": max(cross, within) > threshold,
         "rerun": reran,
+        "machine_slow_replaced": len(slow),
         "attempts": attempts,
         "by_threads": by_threads,
         "variant": max(set(variants), key=variants.count) if variants else None,

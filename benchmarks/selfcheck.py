@@ -80,6 +80,25 @@ def check_sampling():
     check(s["ok"] and s["threads"] == 2 and any("failed" in n for n in s["notes"]),
           "a count that fails is noted; the other is reported")
 
+    from . import sampling
+    rates = {1: [100, 100], 2: [80, 150, 149]}
+    slow_at = {(2, 0)}       # the first 2-thread process ran while the machine was slow
+
+    def run_slow(t, seen={1: 0, 2: 0}):
+        i = seen[t]
+        seen[t] += 1
+        return {"ok": True, "samples_per_s": rates[t][i], "repeat_spread": 0.02, "max_rss_bytes": 1,
+                "other_load": 0.0, "wall_s": 0.1, "machine_slow": (t, i) in slow_at}
+    s = measure_pair(run_slow, [1, 2], procs=2, threshold=0.10)
+    check(s["threads"] == 2 and s["process_rates"] == [150, 149] and s["machine_slow_replaced"] == 1
+          and not s["rerun"] and len(s["processes"]) == 4,
+          "a process the machine probe found slow is measured again and kept only in the record")
+    always = {"ok": True, "samples_per_s": 10, "repeat_spread": 0.0, "max_rss_bytes": 1, "other_load": 0.0,
+              "wall_s": 0.1, "machine_slow": True}
+    s = measure_pair(lambda t: dict(always), [1], procs=1, threshold=0.10)
+    check(s["ok"] and len(s["processes"]) == sampling.SLOW_RETRIES + 1,
+          "a machine slow throughout: at most SLOW_RETRIES replacements, then the last is kept")
+
 
 class FakeTrainer:
     """Sleeps in proportion to the rows; variant 'b' is four times as fast as 'a' (a margin that

@@ -124,6 +124,12 @@ def task_peak(spec):
     return run(spec)
 
 
+def task_probe(spec):
+    import fastfit  # noqa: F401  (the same kernels as the measurements it judges)
+    from .peak import probe
+    return probe(spec)
+
+
 def task_neighbour(spec):
     from .neighbour import run         # imports fastfit itself, halfway through
     return run(spec)
@@ -141,7 +147,7 @@ def task_memory(spec):
 
 
 TASKS = {"baseline": task_baseline, "throughput": task_throughput, "products": task_products,
-         "peak": task_peak, "neighbour": task_neighbour, "longrun": task_longrun, "memory": task_memory}
+         "peak": task_peak, "probe": task_probe, "neighbour": task_neighbour, "longrun": task_longrun, "memory": task_memory}
 
 
 def main(argv):
