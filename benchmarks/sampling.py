@@ -10,10 +10,10 @@
    process's median repeat. Two spreads judge the noise, each (max - min) / median:
    across those processes, and of the repeats inside each (the largest). If either
    exceeds the threshold (10%), the pair is run again once: ``procs`` fresh
-   processes at the same count. Of the two attempts the one with the smaller
-   spread is reported (noise only ever makes a run slower and more scattered);
-   if it is still above the threshold, the row is flagged. Both attempts are kept
-   in the JSON.
+   processes at the same count. Of the two attempts the faster is reported
+   (noise only ever makes a run slower; an attempt that ran slow throughout can
+   even look tighter than a fast one that dipped once); if its spread is still
+   above the threshold, the row is flagged. Both attempts are kept in the JSON.
 
 4. A process after which the machine-speed probe (run.py) found the machine
    slower than ``run.PROBE_SLOW`` of its best is replaced by a fresh one, at most
@@ -107,7 +107,7 @@ def measure_pair(run_one, thread_counts, procs=2, threshold=0.10, rerun=True):
             f_cross, f_within = _judge(fresh)
             attempts.append({"process_rates": [r["samples_per_s"] for r in fresh], "spread": f_cross,
                              "repeat_spread": f_within})
-            if max(f_cross, f_within) < max(cross, within):
+            if _median_rate(fresh) > _median_rate(chosen):
                 chosen, cross, within = fresh, f_cross, f_within
     by_threads = {str(t): {"samples_per_s": _median_rate(rs), "procs": len(rs),
                            "process_rates": [r["samples_per_s"] for r in rs]}

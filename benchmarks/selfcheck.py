@@ -60,7 +60,17 @@ def check_sampling():
     run, calls = fake_runner({1: [10, 10], 2: [100, 60, 100, 99]})
     s = measure_pair(run, [1, 2], procs=2, threshold=0.10)
     check(s["rerun"] and not s["flagged"] and s["process_rates"] == [100, 99] and len(calls) == 5,
-          "a spread above the threshold reruns once and keeps the tighter attempt")
+          "a spread above the threshold reruns once and keeps the faster attempt")
+
+    dips = iter([(50, 0.0), (120, 0.36), (110, 0.05), (80, 0.02), (80, 0.02)])
+
+    def run_dips(t):
+        rate, within = next(dips)
+        return {"ok": True, "samples_per_s": rate, "repeat_spread": within, "max_rss_bytes": 1,
+                "other_load": 0.0, "wall_s": 0.1}
+    s = measure_pair(run_dips, [1, 2], procs=2, threshold=0.10)
+    check(s["rerun"] and s["process_rates"] == [120, 110] and s["flagged"],
+          "a rerun that ran slow throughout does not replace a faster attempt that dipped once")
 
     run, calls = fake_runner({1: [10, 10], 2: [100, 60, 100, 50]})
     s = measure_pair(run, [1, 2], procs=2, threshold=0.10)
