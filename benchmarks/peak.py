@@ -50,18 +50,12 @@ def _torch(n, dtype, threads, repeats):
 
 def probe(spec):
     """Task: the machine's speed right now, at the thread count a measurement just used: the best
-    of a few 1024^3 float32 products with SciPy's BLAS (about 0.1 s), and of a few copies of
-    64 MB (the memory's bandwidth, on one thread). A process timed while
+    of a few 1024^3 float32 products with SciPy's BLAS (about 0.1 s). A process timed while
     this machine ran at a fraction of its usual speed (a virtual machine's cores placed on one
     physical core's two hyper-threads, say) is recognised by its probe, not by its spread."""
     n = spec.get("n", 1024)
     sec = _scipy(n, "float32", spec["threads"], spec.get("repeats", 7))
-    # and the memory system: a copy of 64 MB, twice the last-level cache of the test machine,
-    # since another tenant's traffic there slows an L3-sized working set but not a GEMM
-    src = np.ones(16 << 20, dtype=np.float32)
-    dst = np.empty_like(src)
-    copy_s = _best_time(lambda: np.copyto(dst, src), spec.get("repeats", 7))
-    return {"gflops": 2.0 * n ** 3 / sec / 1e9, "copy_gbps": 2.0 * src.nbytes / copy_s / 1e9}
+    return {"gflops": 2.0 * n ** 3 / sec / 1e9}
 
 
 def run(spec):

@@ -470,8 +470,8 @@ def _method(results):
             f"In square brackets: fastfit's speed over that peer. ⚠: the spread across processes or across one "
             f"process's repeats stayed above {thr:.0%} " + ("after one rerun" if results.get("rerun") else "")
             + " (see Measurement details)." + (
-                " After each process a 1024^3 product and a 64 MB copy probed the machine's speed at that "
-                "thread count; a process followed by a probe under 80% of the run's best was measured again "
+                " After each process a 1024^3 product probed the machine's speed at that thread count; a "
+                "process followed by a probe under 80% of the run's best was measured again "
                 "(\"replaced (machine slow)\")." if results.get("machine_probes") else ""))
 
 

@@ -26,8 +26,8 @@ PROBE_SLOW = 0.8
 
 class MachineProbe:
     """The machine's speed after each measured process (peak.probe): a 1024^3 product at the
-    process's thread count and a 64 MB copy, each against the best such probe of the run (two
-    probes per count at the start set the first reference)."""
+    process's thread count, against the best such probe of the run (two probes per count at
+    the start set the first reference)."""
 
     def __init__(self, run_probe, thread_counts):
         self.run_probe, self.best, self.history = run_probe, {}, []
@@ -35,25 +35,20 @@ class MachineProbe:
             for _ in range(2):
                 self._probe(t)
 
-    KEYS = ("gflops", "copy_gbps")
-
     def _probe(self, t):
         res = self.run_probe(t)
-        rates = {k: res.get(k) if res.get("ok") else None for k in self.KEYS}
-        self.history.append(dict(rates, threads=t))
-        for k, rate in rates.items():
-            if rate:
-                self.best[(t, k)] = max(self.best.get((t, k), 0.0), rate)
-        return rates
+        rate = res.get("gflops") if res.get("ok") else None
+        self.history.append({"threads": t, "gflops": rate})
+        if rate:
+            self.best[t] = max(self.best.get(t, 0.0), rate)
+        return rate
 
     def judge(self, t):
-        """{"machine_probe": the lower share of the best probe (products, copies),
-        "machine_slow": below PROBE_SLOW}."""
-        rates = self._probe(t)
-        shares = [rates[k] / self.best[(t, k)] for k in self.KEYS if rates[k] and self.best.get((t, k))]
-        if not shares:
+        """{"machine_probe": share of the best probe, "machine_slow": below PROBE_SLOW}."""
+        rate = self._probe(t)
+        if not rate or not self.best.get(t):
             return {"machine_probe": None, "machine_slow": False}
-        share = min(shares)
+        share = rate / self.best[t]
         return {"machine_probe": round(share, 3), "machine_slow": share < PROBE_SLOW}
 
 def _int_list(text, what):
