@@ -606,9 +606,14 @@ def in_netns(args, argv):
         results["single"].append(run(single_cmd, args.timeout))
     results["bytes_per_direction"] = link_counters()
     results["load_after"] = load_average()
-    print(link_markdown(results))
-    if args.json:
-        with open(args.json, "w") as f:
+    publish(results, link_markdown, args.json)
+
+
+def publish(results, render, json_path):
+    """Print the report; keep the raw figures too when asked (--json)."""
+    print(render(results))
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(results, f, indent=1)
 
 
@@ -760,10 +765,7 @@ def driver(args):
             control = run_concurrently([sys.executable, me, "--single", "--share", str(r), *common], r, args.timeout)
             results["control"].setdefault(str(r), []).append(max(c["step_ms"] for c in control))
     results["load_after"] = load_average()
-    print(markdown(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    publish(results, markdown, args.json)
 
 
 def markdown(res):
