@@ -50,8 +50,9 @@ Two modes:
   significand: each rounding is off by at most 2**-8 (0.4%) of the value,
   against 2**-11 for float16. A value is rounded at most ``size`` times (each
   hop of the ring, then once more), twice on 2 ranks. NaN and infinity survive.
-  Encoding and decoding cost CPU time (NumPy, about 1 ms per million values
-  each way), so compression pays where the link, not the CPU, is the limit.
+  The conversions are compiled (``fastfit._bfloat16``: about 0.13 ms per
+  million values to encode, 0.09 ms to widen and add), small beside the bytes
+  they save on any link slower than memory.
 
 Use::
 
