@@ -5,6 +5,20 @@ import pytest
 import fastfit as ff
 
 
+
+def _step_side_by_side(model, ours, net, theirs, X, y, rng, steps):
+    """The same minibatches of 8 of X's 40 rows through fastfit's step API and torch's."""
+    import torch  # the callers have skipped already where it is missing
+    loss, torch_loss = ff.SoftmaxCrossEntropy(), torch.nn.CrossEntropyLoss()
+    for _ in range(steps):
+        rows = rng.choice(40, size=8, replace=False)
+        _, dout = loss.value_and_grad(model.forward(X[rows]), y[rows])
+        model.backward(dout)
+        ours.step(model)
+        theirs.zero_grad()
+        torch_loss(net(torch.from_numpy(X[rows])), torch.from_numpy(y[rows])).backward()
+        theirs.step()
+
 def Params(values):
     """A model whose 5 parameters are ``values`` (4 weights and a bias): what the optimizers step."""
     return ff.MLP.from_params([4, 1], np.asarray(values, dtype=np.float64))
@@ -97,15 +111,7 @@ def test_same_steps_as_pytorch(name):
         nesterov = name == "nesterov"
         ours = ff.SGD(0.05, momentum=0.9, nesterov=nesterov, convention="torch")
         theirs = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=nesterov)
-    loss, torch_loss = ff.SoftmaxCrossEntropy(), torch.nn.CrossEntropyLoss()
-    for step in range(25):
-        rows = rng.choice(40, size=8, replace=False)
-        _, dout = loss.value_and_grad(model.forward(X[rows]), y[rows])
-        model.backward(dout)
-        ours.step(model)
-        theirs.zero_grad()
-        torch_loss(net(torch.from_numpy(X[rows])), torch.from_numpy(y[rows])).backward()
-        theirs.step()
+    _step_side_by_side(model, ours, net, theirs, X, y, rng, steps=25)
     # torch's parameters are what fastfit's model holds between steps (for Nesterov, the look-ahead point)
     flat = torch_flat(net)
     ours_flat = np.concatenate([np.concatenate([l.W.ravel(), l.b]) for l in model.layers])
@@ -152,15 +158,7 @@ def test_weight_decay_takes_torchs_steps(name):
     model = ff.MLP([6, 16, 3], dtype=np.float64, seed=2)
     net = torch_twin(model)
     ours, theirs = _torch_pair(name, net, wd=0.3)  # a decay large enough to dominate some steps
-    loss, torch_loss = ff.SoftmaxCrossEntropy(), torch.nn.CrossEntropyLoss()
-    for step in range(20):
-        rows = rng.choice(40, size=8, replace=False)
-        _, dout = loss.value_and_grad(model.forward(X[rows]), y[rows])
-        model.backward(dout)
-        ours.step(model)
-        theirs.zero_grad()
-        torch_loss(net(torch.from_numpy(X[rows])), torch.from_numpy(y[rows])).backward()
-        theirs.step()
+    _step_side_by_side(model, ours, net, theirs, X, y, rng, steps=20)
     np.testing.assert_allclose(model.params, torch_flat(net), rtol=1e-9, atol=1e-12)
     # and the decay did something: without it the parameters differ
     plain = ff.MLP([6, 16, 3], dtype=np.float64, seed=2)
