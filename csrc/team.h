@@ -1,10 +1,11 @@
 /* fastfit's own thread team.
  *
  * Workers are created on first use, block all signals (Ctrl-C reaches the
- * Python thread), and sleep on a condition variable between jobs: an idle
- * team never spins, so it never takes a core from BLAS or from another
- * library, and nothing process-wide (no environment variable, no other
- * runtime's settings) is touched. One job runs at a time; a caller that finds
+ * Python thread), watch for the next job for 50 us after each one (a step's
+ * products follow each other microseconds apart) and then sleep on a
+ * condition variable: an idle team never spins, so it never takes a core from
+ * BLAS or from another library, and nothing process-wide (no environment
+ * variable, no other runtime's settings) is touched. One job runs at a time; a caller that finds
  * the team busy (another fit in another Python thread) runs its job's parts
  * itself, one after the other, which gives the same results. */
 #ifndef FASTFIT_TEAM_H

@@ -68,6 +68,8 @@ cdef extern from "kernels.h" nogil:
     void ff_mask_colsum_f64(const double *dh, double *h, size_t rows, size_t cols, double *db)
 
 cdef extern from "team.h" nogil:
+    ctypedef void (*ff_task)(void *arg, int index, int count) noexcept nogil
+    void ff_team_run(ff_task task, void *arg, int count)
     int ff_team_size()
 
 # The codes of csrc/codes.h, for the Python layer.
@@ -167,6 +169,7 @@ cdef class Network:
 
 cdef struct WorkView:
     Py_ssize_t capacity         # rows of the largest batch these buffers hold
+    int threads                 # fastfit threads a large product is split across (BLAS at 1 inside)
     void *acts                  # (capacity * (d_1 + ... + d_L),): layer k's output at B * aoff[k]
     void *scratch               # (capacity * widest hidden width,): dL/dH_k before its mask
     void *xbuf                  # (capacity, d_0): the gathered inputs
@@ -183,7 +186,8 @@ cdef class Workspace:
     cdef readonly Py_ssize_t rows_in_use  # the rows gradient_head last worked on
     cdef readonly cnp.ndarray acts, scratch, xbuf, ybuf, lbuf
 
-    def __init__(self, Network net, Py_ssize_t capacity, Py_ssize_t target_cols=0, bint labels=False):
+    def __init__(self, Network net, Py_ssize_t capacity, Py_ssize_t target_cols=0, bint labels=False,
+                 int threads=1):
         sizes = net.sizes
         dtype = net.params.dtype
         hidden = sizes[1:len(sizes) - 1]
@@ -199,6 +203,18 @@ cdef class Workspace:
         self.v.xbuf = cnp.PyArray_DATA(self.xbuf)
         self.v.ybuf = cnp.PyArray_DATA(self.ybuf)
         self.v.lbuf = <Py_ssize_t *>cnp.PyArray_DATA(self.lbuf)
+        self.threads = threads
+
+    @property
+    def threads(self):
+        """How many of fastfit's threads a large product of a batch here is split across."""
+        return self.v.threads
+
+    @threads.setter
+    def threads(self, int n):
+        if n < 1:
+            raise ValueError(f"threads must be at least 1, got {n}")
+        self.v.threads = n
 
     @property
     def nbytes(self):
@@ -296,9 +312,21 @@ cdef ff_rule step_coefficients(const RuleView *r, double lr, double lr_next, lon
 
 # ---------------------------------------------------------------- BLAS, in row-major terms
 
-cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
-                      const floating *A, int lda, const floating *B, int ldb,
-                      floating beta, floating *C, int ldc) noexcept nogil:
+cdef enum:
+    # A product of at least this many flops is split across the workspace's threads;
+    # a smaller one runs on the calling thread (handing it over would cost more).
+    SPLIT_MIN_FLOPS = 1 << 20
+    # Each thread's share of a split product has at least this many columns, and
+    # shares start at multiples of 16 columns (a 64-byte line of floats).
+    SPLIT_MIN_COLUMNS = 32
+    SPLIT_COLUMN_BLOCK = 16
+
+PRODUCT_SPLIT_MIN_FLOPS = SPLIT_MIN_FLOPS
+
+
+cdef inline void gemm1(bint trans_a, bint trans_b, int M, int N, int K,
+                       const floating *A, int lda, const floating *B, int ldb,
+                       floating beta, floating *C, int ldc) noexcept nogil:
     """Row-major C (M, N) = op(A) @ op(B) + beta * C, where op(X) is X.T when trans_x.
 
     BLAS is column-major, and a row-major buffer read column-major is the
@@ -313,6 +341,55 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
         sgemm(&ta, &tb, &N, &M, &K, &one, <float *>B, &ldb, <float *>A, &lda, &beta, C, &ldc)
     else:
         dgemm(&ta, &tb, &N, &M, &K, &one, <double *>B, &ldb, <double *>A, &lda, &beta, C, &ldc)
+
+
+cdef struct GemmJob:
+    # one row-major product C (M, N) = op(A) op(B), cut into column shares (see gemm)
+    bint f64, trans_a, trans_b
+    int M, N, K, lda, ldb, ldc
+    const void *A
+    const void *B
+    void *C
+
+
+cdef void gemm_share(void *arg, int index, int count) noexcept nogil:
+    """Share `index` of `count` of a GemmJob: the columns [n0, n1) of C, from the same
+    columns of op(B) (B's rows n0..n1 when it is transposed, its columns otherwise)."""
+    cdef const GemmJob *job = <const GemmJob *>arg
+    cdef int blocks = (job.N + SPLIT_COLUMN_BLOCK - 1) // SPLIT_COLUMN_BLOCK
+    cdef int n0 = min(job.N, SPLIT_COLUMN_BLOCK * ((blocks * index) // count))
+    cdef int n1 = min(job.N, SPLIT_COLUMN_BLOCK * ((blocks * (index + 1)) // count))
+    cdef Py_ssize_t b0 = <Py_ssize_t>n0 * job.ldb if job.trans_b else n0
+    if n1 <= n0:
+        return
+    if job.f64:
+        gemm1(job.trans_a, job.trans_b, job.M, n1 - n0, job.K, <const double *>job.A, job.lda,
+              <const double *>job.B + b0, job.ldb, <double>0, <double *>job.C + n0, job.ldc)
+    else:
+        gemm1(job.trans_a, job.trans_b, job.M, n1 - n0, job.K, <const float *>job.A, job.lda,
+              <const float *>job.B + b0, job.ldb, <float>0, <float *>job.C + n0, job.ldc)
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
+                      const floating *A, int lda, const floating *B, int ldb,
+                      floating *C, int ldc, int threads) noexcept nogil:
+    """Row-major C (M, N) = op(A) @ op(B) (beta = 0: C is only written).
+
+    A product of at least PRODUCT_SPLIT_MIN_FLOPS is cut into `threads` shares of
+    C's columns, one per thread of fastfit's team, each one single-threaded BLAS
+    call (BLAS runs at one thread while the core works). Every entry of C is still
+    one BLAS dot product over all of K, so a share changes no entry's arithmetic;
+    and no share reads what another writes.
+    """
+    cdef GemmJob job
+    cdef int shares = min(threads, N // SPLIT_MIN_COLUMNS)
+    if shares > 1 and 2.0 * M * N * K >= SPLIT_MIN_FLOPS:
+        job.f64 = floating is double
+        job.trans_a, job.trans_b, job.M, job.N, job.K = trans_a, trans_b, M, N, K
+        job.A, job.lda, job.B, job.ldb, job.C, job.ldc = A, lda, B, ldb, C, ldc
+        ff_team_run(gemm_share, &job, shares)
+    else:
+        gemm1(trans_a, trans_b, M, N, K, A, lda, B, ldb, <floating>0, C, ldc)
 
 
 cdef inline void bias_act(floating *f, const floating *b, Py_ssize_t rows, Py_ssize_t cols,
@@ -341,35 +418,36 @@ cdef inline void mask_colsum(const floating *dh, floating *h, Py_ssize_t rows, P
 # ---------------------------------------------------------------- a layer's three products
 
 cdef inline void forward_product(const floating *H, Py_ssize_t B, const floating *W, int d_in, int d_out,
-                                 floating *F) noexcept nogil:
+                                 floating *F, int threads) noexcept nogil:
     """F (B, d_out) = H (B, d_in) W^T."""
-    gemm(False, True, <int>B, d_out, d_in, H, d_in, W, d_in, <floating>0, F, d_out)
+    gemm(False, True, <int>B, d_out, d_in, H, d_in, W, d_in, F, d_out, threads)
 
 
 cdef inline void weight_grad_product(const floating *dF, const floating *H, Py_ssize_t B, int d_in,
-                                     int d_out, floating *dW) noexcept nogil:
+                                     int d_out, floating *dW, int threads) noexcept nogil:
     """dW (d_out, d_in) = dF^T H (zero for an empty batch, which BLAS would leave untouched)."""
     cdef Py_ssize_t i
     if B == 0:
         for i in range(<Py_ssize_t>d_in * d_out):
             dW[i] = 0
     else:
-        gemm(True, False, d_out, d_in, <int>B, dF, d_out, H, d_in, <floating>0, dW, d_in)
+        gemm(True, False, d_out, d_in, <int>B, dF, d_out, H, d_in, dW, d_in, threads)
 
 
 cdef inline void input_grad_product(const floating *dF, const floating *W, Py_ssize_t B, int d_in,
-                                    int d_out, floating *dH) noexcept nogil:
+                                    int d_out, floating *dH, int threads) noexcept nogil:
     """dH (B, d_in) = dF W."""
-    gemm(False, False, <int>B, d_in, d_out, dF, d_out, W, d_in, <floating>0, dH, d_in)
+    gemm(False, False, <int>B, d_in, d_out, dF, d_out, W, d_in, dH, d_in, threads)
 
 
 # ---------------------------------------------------------------- forward and backward
 
 cdef void forward_pass(const NetView *net, const floating *X, Py_ssize_t B,
-                       floating *acts) noexcept nogil:
+                       floating *acts, int threads) noexcept nogil:
     """F_k = H_k W_k^T + b_k (B, d_{k+1}); H_{k+1} = relu(F_k); the last layer stays linear.
 
-    H_0 = X; layer k's output is written at acts + B * aoff[k]."""
+    H_0 = X; layer k's output is written at acts + B * aoff[k]. Large products are
+    split across `threads` threads (see gemm)."""
     cdef const floating *params = <const floating *>net.params
     cdef const floating *H = X
     cdef floating *F
@@ -379,7 +457,7 @@ cdef void forward_pass(const NetView *net, const floating *X, Py_ssize_t B,
     for k in range(net.L):
         d_in, d_out = net.dims[k], net.dims[k + 1]
         F = acts + B * net.aoff[k]
-        forward_product(H, B, params + net.woff[k], d_in, d_out, F)
+        forward_product(H, B, params + net.woff[k], d_in, d_out, F, threads)
         bias_act(F, params + net.boff[k], B, d_out, k < net.L - 1)
         H = F
 
@@ -419,7 +497,7 @@ cdef void output_bias_grad(const NetView *net, Py_ssize_t B, floating *acts) noe
 
 
 cdef void backward_layer(const NetView *net, const floating *X, Py_ssize_t B, floating *acts,
-                         floating *scratch, int k) noexcept nogil:
+                         floating *scratch, int k, int threads) noexcept nogil:
     """Layer k of the backward pass, given dF_k in acts (dL/dF_k, written over layer k's output):
 
     dW_k = dF_k^T H_k;  dH_k = dF_k W_k;  dF_{k-1} = 1[H_k > 0] * dH_k, written over H_k
@@ -430,22 +508,22 @@ cdef void backward_layer(const NetView *net, const floating *X, Py_ssize_t B, fl
     cdef int d_in = net.dims[k], d_out = net.dims[k + 1]
     cdef floating *dF = acts + B * net.aoff[k]
     cdef floating *H = <floating *>X if k == 0 else acts + B * net.aoff[k - 1]
-    weight_grad_product(dF, H, B, d_in, d_out, grads + net.woff[k])
+    weight_grad_product(dF, H, B, d_in, d_out, grads + net.woff[k], threads)
     if k > 0:
-        input_grad_product(dF, params + net.woff[k], B, d_in, d_out, scratch)
+        input_grad_product(dF, params + net.woff[k], B, d_in, d_out, scratch, threads)
         mask_colsum(scratch, H, B, d_in, grads + net.boff[k - 1])
 
 
 cdef void backward_pass(const NetView *net, const floating *X, Py_ssize_t B, floating *acts,
                         floating *scratch, const RuleView *rule, const ff_rule *c,
-                        double weight_penalty) noexcept nogil:
+                        double weight_penalty, int threads) noexcept nogil:
     """Gradients of every W_k, b_k from dL/dF_L (already in the output slot of acts), layer by
     layer from the last. With a rule (rule != NULL), layer k is updated as soon as its
     gradient is final and W_k has served dH_k."""
     cdef int k
     output_bias_grad(net, B, acts)
     for k in range(net.L - 1, -1, -1):
-        backward_layer(net, X, B, acts, scratch, k)
+        backward_layer(net, X, B, acts, scratch, k, threads)
         if rule != NULL:
             update_layer(net, rule, c, k, weight_penalty)
 
@@ -564,7 +642,7 @@ cdef double batch_gradient_typed(const NetView *net, const WorkView *ws, const D
     cdef floating *out
     cdef double total, penalty = 0.0
     gather(data, rows, B, ws, sizeof(floating))
-    forward_pass(net, <floating *>ws.xbuf, B, acts)
+    forward_pass(net, <floating *>ws.xbuf, B, acts, ws.threads)
     out = acts + B * net.aoff[net.L - 1]
     total = loss_and_grad(loss.kind, scale, out, B, net.dims[net.L], <floating *>ws.ybuf,
                           ws.lbuf, out, hits)
@@ -572,7 +650,7 @@ cdef double batch_gradient_typed(const NetView *net, const WorkView *ws, const D
         return total
     if loss.l2 != 0:  # d/dW of (l2/2) ||W||^2, scaled as the loss is
         penalty = loss.l2 * scale
-    backward_pass(net, <floating *>ws.xbuf, B, acts, <floating *>ws.scratch, rule, c, penalty)
+    backward_pass(net, <floating *>ws.xbuf, B, acts, <floating *>ws.scratch, rule, c, penalty, ws.threads)
     return total
 
 
@@ -636,7 +714,7 @@ cdef double head_typed(const NetView *net, const WorkView *ws, const DataView *d
     cdef floating *out
     cdef double total
     gather(data, rows, B, ws, sizeof(floating))
-    forward_pass(net, <floating *>ws.xbuf, B, acts)
+    forward_pass(net, <floating *>ws.xbuf, B, acts, ws.threads)
     out = acts + B * net.aoff[net.L - 1]
     total = loss_and_grad(loss.kind, scale, out, B, net.dims[net.L], <floating *>ws.ybuf, ws.lbuf, out, hits)
     output_bias_grad(net, B, acts)
@@ -651,9 +729,11 @@ def gradient_layer(Network net, Workspace ws, int k):
         raise ValueError(f"k must be a layer index in [0, {net.v.L}), got {k}")
     with nogil:
         if net.v.f64:
-            backward_layer(&net.v, <double *>ws.v.xbuf, B, <double *>ws.v.acts, <double *>ws.v.scratch, k)
+            backward_layer(&net.v, <double *>ws.v.xbuf, B, <double *>ws.v.acts, <double *>ws.v.scratch, k,
+                           ws.v.threads)
         else:
-            backward_layer(&net.v, <float *>ws.v.xbuf, B, <float *>ws.v.acts, <float *>ws.v.scratch, k)
+            backward_layer(&net.v, <float *>ws.v.xbuf, B, <float *>ws.v.acts, <float *>ws.v.scratch, k,
+                           ws.v.threads)
 
 
 def update(Network net, UpdateRule rule, double lr, double lr_next, long long t, double weight_penalty,
@@ -722,7 +802,8 @@ def train_steps(Network net, Workspace ws, Dataset data, Objective objective, Up
 def forward(Network net, const floating[:, ::1] X, Workspace ws):
     """Forward pass of X (B <= ws.capacity rows) into ws.acts."""
     with nogil:
-        forward_pass(&net.v, &X[0, 0] if X.shape[0] > 0 else NULL, X.shape[0], <floating *>ws.v.acts)
+        forward_pass(&net.v, &X[0, 0] if X.shape[0] > 0 else NULL, X.shape[0], <floating *>ws.v.acts,
+                     ws.v.threads)
 
 
 def backward(Network net, const floating[:, ::1] X, Workspace ws):
@@ -731,7 +812,7 @@ def backward(Network net, const floating[:, ::1] X, Workspace ws):
     dL/dF_L must already be in the output slot of ws.acts. Spends the activations."""
     with nogil:
         backward_pass(&net.v, &X[0, 0] if X.shape[0] > 0 else NULL, X.shape[0],
-                      <floating *>ws.v.acts, <floating *>ws.v.scratch, NULL, NULL, 0.0)
+                      <floating *>ws.v.acts, <floating *>ws.v.scratch, NULL, NULL, 0.0, ws.v.threads)
 
 
 def loss_value_and_grad(int kind, double scale, const floating[:, ::1] out,

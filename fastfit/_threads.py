@@ -1,10 +1,12 @@
-"""Thread counts: the BLAS fastfit calls (SciPy's, through threadpoolctl) and fastfit's own team.
+"""Thread counts: fastfit's own team, and the BLAS fastfit calls (SciPy's, through threadpoolctl).
 
-Only one of the two works at a time (BLAS inside a GEMM, the team inside an
-optimizer update), and both get the same count, so they never oversubscribe
-the cores. Other libraries' BLAS are never touched, SciPy's count is restored
-when the last fit ends, and a count set before fastfit ran (by the user, the
-environment or a launcher) is a ceiling fastfit's automatic choice never raises.
+A fit's ``n_threads`` is the team's: the core splits each large product into
+column shares across it, and each share is one BLAS call, so BLAS runs at one
+thread while fastfit works (``single_threaded_blas``) and no two thread pools
+ever compete for the cores. Other libraries' BLAS are never touched, SciPy's
+count is restored when the last fit ends, and a count set before fastfit ran
+(by the user, the environment or a launcher) is a ceiling fastfit's automatic
+choice never raises.
 """
 import contextlib
 import os
@@ -18,14 +20,15 @@ _requests = []        # thread counts asked for by the fits running now
 _original = None      # the BLAS thread counts before the first of them
 
 #: Below this many flops per training step (6 per weight per sample) one thread is
-#: faster: BLAS's threads meet at every product, and for short products that costs
-#: more than the second core gives. Measured on 2 cores, Adam, float32 (samples/s,
-#: 1 thread vs 2): 64-128-10 at batch 32 (1.8 MFLOP/step) 1.00M vs 1.03M, at batch
-#: 256 (15 MFLOP) 1.29M vs 0.84M; 784-256-256-10 at batch 16 (26 MFLOP) 27.7k vs
-#: 29.0k, at batch 32 (52 MFLOP) 39.7k vs 52.1k, at batch 64 (103 MFLOP) 53k vs 62-80k.
-#: (With OpenMP threads spinning beside BLAS's, as fastfit once had, the crossing
-#: was at 200 MFLOP.)
-SINGLE_THREAD_FLOPS = 4e7
+#: as fast or faster: the products are too small to share. Measured on 2 cores,
+#: Adam, float32, with the team splitting the products (samples/s, 1 thread vs 2):
+#: 784-256-256-10 at batch 4 (6.5 MFLOP/step) 20k vs 22-27k, at batch 8 (13 MFLOP)
+#: 24k vs 45-51k, at batch 16 (26 MFLOP) 31-33k vs 42-48k, at batch 32 (52 MFLOP)
+#: 44-46k vs 57-67k; 64-128-10 at batch 128 (7.4 MFLOP) 1.32-1.35M vs 1.24-1.29M,
+#: at batch 256 (15 MFLOP) 1.40-1.43M vs 1.31-1.46M, at batch 1024 (59 MFLOP)
+#: 1.27-1.29M vs 1.13-1.30M. (With BLAS's own threads splitting the products the
+#: crossing was at 40 MFLOP, and with OpenMP threads spinning beside them at 200.)
+SINGLE_THREAD_FLOPS = 5e6
 
 
 def cpu_count():
@@ -96,6 +99,11 @@ def blas_threads(n):
             else:
                 for lib, count in _original:
                     lib.set_num_threads(count)
+
+
+def single_threaded_blas():
+    """Run the block with SciPy's BLAS at one thread: fastfit's team splits the products itself."""
+    return blas_threads(1)
 
 
 def _apply(n):

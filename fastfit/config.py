@@ -37,12 +37,14 @@ def show_config(file=None):
     print(f"cores available: {info['cpu_count']}; automatic thread count at most "
           f"{info['auto_threads_max']} (the cores, and never above SciPy's BLAS count before fastfit)", file=file)
     print(f"kernel choice at import: {info['kernel_decision']}", file=file)
-    print("matrix products (forward, weight and input gradients): one call each to SciPy's BLAS "
-          "(sgemm/dgemm; fastfit ships no GEMM of its own)", file=file)
+    print(f"matrix products (forward, weight and input gradients): SciPy's BLAS (sgemm/dgemm; fastfit "
+          f"ships no GEMM of its own), at one thread while fastfit works; a product of at least "
+          f"{_core.PRODUCT_SPLIT_MIN_FLOPS / 1e6:.1f} MFLOP is cut into column shares across fastfit's "
+          f"threads, one BLAS call each", file=file)
     print(f"element-wise passes, losses and optimizer updates: fastfit's C loops, {info['loop_clone']} "
           "version (the loader's choice for this CPU)", file=file)
-    print(f"fastfit's own threads (large optimizer updates): {info['own_threads']} started so far; "
-          "they sleep when idle, and fastfit loads no OpenMP runtime", file=file)
+    print(f"fastfit's own threads (large products and optimizer updates): {info['own_threads']} started "
+          "so far; they sleep 50 us after their last job, and fastfit loads no OpenMP runtime", file=file)
     lib = info["scipy_blas"]
     if lib is None:
         print("BLAS used by fastfit (SciPy's): not identified by threadpoolctl", file=file)

@@ -346,7 +346,8 @@ class DistributedRunner(LocalRunner):
         self.plan = self._bucket_plan()
         self.needs_phi = self.needs_phi or checkpoint is not None
         Y, labels = a.Y, a.labels
-        self.ws = model.workspace(self.capacity, target_cols=Y.shape[1] if Y.size else 0, labels=bool(labels.size))
+        self.ws = model.workspace(self.capacity, target_cols=Y.shape[1] if Y.size else 0, labels=bool(labels.size),
+                                  threads=n_threads)
         self.stats = np.zeros(4, dtype=np.float64)  # [loss sum, hits, non-finite ranks, interrupted ranks]
         self.interrupt = None
         self.stopped_by_interrupt = False
@@ -620,7 +621,7 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
             sums = AllReduce(comm, compress=compress)
         runner = DistributedRunner(model, a, n_threads, coll, checkpoint, sums, overlap)
         try:
-            with _threads.blas_threads(n_threads):
+            with _threads.single_threaded_blas():
                 return run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle,
                                   rank0=coll.rank == 0)
         finally:

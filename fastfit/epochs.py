@@ -263,7 +263,8 @@ class LocalRunner:
         self.objective = a.loss.objective(model.n_outputs)
         self.rule = a.optimizer.rule(n_threads)
         Y, labels = a.Y, a.labels
-        self.ws = model.workspace(a.batch_size, target_cols=Y.shape[1] if Y.size else 0, labels=bool(labels.size))
+        self.ws = model.workspace(a.batch_size, target_cols=Y.shape[1] if Y.size else 0, labels=bool(labels.size),
+                                  threads=n_threads)
         self.data = None if a.rows.array is None else _core.Dataset(a.rows.array, Y, labels)
         self.buffers = [model.params] + list(a.optimizer.state_buffers().values())
         self.snapshot = [np.empty_like(b) for b in self.buffers]

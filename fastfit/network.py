@@ -191,10 +191,13 @@ class MLP:
         finally:
             self._use.release()
 
-    def _blas_threads(self, flops_per_param):
-        """BLAS threads for a pass of that many flops per parameter: one for small ones (BLAS's
-        threads cost more than they give there), all cores for large ones; restored after."""
-        return _threads.blas_threads(_threads.auto_threads(flops_per_param * self.n_params))
+    @contextlib.contextmanager
+    def _pass_threads(self, flops_per_param):
+        """The threads for a pass of that many flops per parameter: one for small ones, all
+        allowed cores for large ones (fastfit's team splits the large products). BLAS runs at one
+        thread inside the pass and is restored after."""
+        with _threads.single_threaded_blas():
+            yield _threads.auto_threads(flops_per_param * self.n_params)
 
     @property
     def n_params(self):
@@ -209,9 +212,10 @@ class MLP:
     def n_outputs(self):
         return self.sizes[-1]
 
-    def workspace(self, capacity, target_cols=0, labels=False):
-        """A fresh workspace (activations, scratch, gathered batch) for batches of up to ``capacity`` rows."""
-        return _core.Workspace(self._net, capacity, target_cols, labels)
+    def workspace(self, capacity, target_cols=0, labels=False, threads=1):
+        """A fresh workspace (activations, scratch, gathered batch) for batches of up to ``capacity`` rows,
+        whose large products are split across ``threads`` of fastfit's threads."""
+        return _core.Workspace(self._net, capacity, target_cols, labels, threads)
 
     def _output(self, ws, rows):
         start = self._net.output_offset(rows)
@@ -226,10 +230,11 @@ class MLP:
             raise ValueError(f"X has {rows} rows; one forward pass takes at most {_checks.BLAS_INT_MAX} "
                              "(BLAS's 32-bit sizes): use predict(), which works in chunks")
         X = _checks.features(X, self.n_inputs, self.dtype)
-        with self.exclusive("forward"), self._blas_threads(2 * X.shape[0]):
+        with self.exclusive("forward"), self._pass_threads(2 * X.shape[0]) as threads:
             B = X.shape[0]
             if self._ws is None or self._ws.capacity < B:
                 self._ws = self.workspace(B)
+            self._ws.threads = threads
             _core.forward(self._net, X, self._ws)
             self._last_X = X
             return self._output(self._ws, B).copy()
@@ -247,8 +252,9 @@ class MLP:
         if arr.shape != (B, C):
             raise ValueError(f"dout must have the shape of the last forward's output {(B, C)}, got {arr.shape}")
         arr = _checks.finite_array(arr, self.dtype, "dout")
-        with self.exclusive("backward"), self._blas_threads(4 * B):
+        with self.exclusive("backward"), self._pass_threads(4 * B) as threads:
             X, self._last_X = self._last_X, None
+            self._ws.threads = threads
             self._output(self._ws, B)[...] = arr
             _core.backward(self._net, X, self._ws)
 
@@ -265,7 +271,8 @@ class MLP:
         cap = min(N, batch_size)
         ws = self.workspace(cap)
         out = np.empty((N, self.n_outputs), dtype=self.dtype)
-        with self.exclusive("predict"), self._blas_threads(2 * cap):
+        with self.exclusive("predict"), self._pass_threads(2 * cap) as threads:
+            ws.threads = threads
             for start in range(0, N, cap):
                 chunk = rows.dense(start, min(N, start + cap))
                 _core.forward(self._net, chunk, ws)

@@ -87,5 +87,5 @@ def fit(model, X, y, loss=None, optimizer=None, batch_size=64, epochs=10, seed=0
         a.optimizer.bind(model)  # raises, before any change, for another model
         model._last_X = None  # the step API's stored activations are not this fit's
         runner = LocalRunner(model, a, n_threads)
-        with _threads.blas_threads(n_threads):
+        with _threads.single_threaded_blas():
             return run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle)

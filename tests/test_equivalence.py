@@ -244,42 +244,65 @@ def test_decaying_state_is_flushed_to_zero_like_the_reference(opt_name, rng):
 
 # ---------------------------------------------------------------- parallel paths
 
-def _big_fit(n_threads, dtype=np.float64, opt=None, l2=0.0):
-    """A network whose first layer (78,000 weights) is split across threads when n_threads > 1."""
+BIG = [300, 260, 200, 10]
+
+
+def _big_problem():
     rng = np.random.default_rng(5)
-    X = rng.standard_normal((96, 300))
-    y = rng.integers(0, 10, size=96)
-    model = ff.MLP([300, 260, 10], dtype=dtype, seed=1)
+    return rng.standard_normal((96, 300)), rng.integers(0, 10, size=96)
+
+
+def _big_fit(n_threads, dtype=np.float64, opt=None, l2=0.0):
+    """A network whose first layer (78,000 weights) is updated in slices across threads when
+    n_threads > 1, and whose products of over 1 MFLOP (the first two layers' forward and
+    weight-gradient products, the second layer's input gradient) are split into column
+    shares, one per thread; the last layer's products stay whole."""
+    X, y = _big_problem()
+    model = ff.MLP(BIG, dtype=dtype, seed=1)
     assert model.layers[0].W.size >= 2 ** 16  # the update's split threshold
-    ff.fit(model, X, y, loss=ff.SoftmaxCrossEntropy(l2=l2), optimizer=opt or ff.Adam(1e-3), batch_size=32,
-           epochs=2, seed=0, n_threads=n_threads)
+    assert 2 * 32 * 260 * 200 >= ff._core.PRODUCT_SPLIT_MIN_FLOPS  # the smallest product meant to be split
+    ff.fit(model, X.astype(dtype), y, loss=ff.SoftmaxCrossEntropy(l2=l2), optimizer=opt or ff.Adam(1e-3),
+           batch_size=32, epochs=2, seed=0, n_threads=n_threads)
     return model
+
+
+def _big_reference_fit(opt, dtype=np.float64, l2=0.0):
+    X, y = _big_problem()
+    slow = ref.MLP(BIG, dtype=dtype, seed=1)
+    ref.fit(slow, X.astype(dtype), y, loss=ref.SoftmaxCrossEntropy(l2=l2), optimizer=opt, batch_size=32,
+            epochs=2, seed=0)
+    return slow
 
 
 @pytest.mark.parametrize("opt_name", ["adam", "nesterov", "adamw"])
 def test_split_updates_equal_one_thread_and_the_reference(opt_name):
-    """Updates large enough to be split across fastfit's thread team (2 threads, and more
-    threads than cores) equal the one-thread fit and the reference to 1e-10 (not bit for
-    bit: BLAS may sum in another order with more threads)."""
+    """Products and updates large enough to be split across fastfit's thread team (2 threads,
+    and more threads than cores) equal the one-thread fit and the reference to 1e-10 (not bit
+    for bit: each share is its own BLAS call, which may block its sums differently)."""
     one = _big_fit(1, opt=optimizer_pair(opt_name)[0], l2=0.1)
-    for n in (2, 7):
+    for n in (2, 3, 7):
         split = _big_fit(n, opt=optimizer_pair(opt_name)[0], l2=0.1)
         assert_matches(split.params, one.params, np.float64, f"{n} threads")
-    slow = ref.MLP([300, 260, 10], dtype=np.float64, seed=1)
-    rng = np.random.default_rng(5)
-    X = rng.standard_normal((96, 300))
-    y = rng.integers(0, 10, size=96)
-    ref.fit(slow, X, y, loss=ref.SoftmaxCrossEntropy(l2=0.1), optimizer=optimizer_pair(opt_name)[1],
-            batch_size=32, epochs=2, seed=0)
-    assert_matches(one.params, slow.params, np.float64)
+    assert_matches(one.params, _big_reference_fit(optimizer_pair(opt_name)[1], l2=0.1).params, np.float64)
+
+
+def test_split_products_in_float32_equal_the_reference():
+    """Momentum, not Adam: Adam's step is about lr for any gradient far above eps, so float32's
+    rounding of a tiny gradient can flip a step's sign and the comparison says nothing."""
+    slow = _big_reference_fit(optimizer_pair("momentum")[1], np.float32)
+    for n in (1, 2, 3):
+        assert_matches(_big_fit(n, np.float32, optimizer_pair("momentum")[0]).params, slow.params, np.float32,
+                       f"{n} threads")
 
 
 def test_the_step_api_splits_large_updates_too(rng):
-    """opt.step on a large model equals the reference (the update takes the thread team's path)."""
-    fast, slow = twin_models([300, 260, 10], np.float64)
+    """forward, backward and opt.step on a large model and batch equal the reference (the products
+    and the update take the thread team's paths wherever there are two cores)."""
+    fast, slow = twin_models(BIG, np.float64)
     fopt, sopt = optimizer_pair("adam")
-    X = rng.standard_normal((16, 300))
-    y = rng.integers(0, 10, size=16)
+    X = rng.standard_normal((160, 300))
+    y = rng.integers(0, 10, size=160)
+    assert 2 * 160 * fast.n_params >= ff._threads.SINGLE_THREAD_FLOPS  # every allowed thread
     for model, loss, opt in ((fast, ff.SoftmaxCrossEntropy(), fopt), (slow, ref.SoftmaxCrossEntropy(), sopt)):
         for _ in range(3):
             _, dout = loss.value_and_grad(model.forward(X), y)

@@ -126,10 +126,24 @@ def _blas_counts_asked(monkeypatch):
     return asked
 
 
+def _team_counts_given(monkeypatch, model):
+    """The thread counts the fits' workspaces are made with (their products' team shares)."""
+    given = []
+    real = model.workspace
+
+    def recording(*args, **kwargs):
+        ws = real(*args, **kwargs)
+        given.append(ws.threads)
+        return ws
+
+    monkeypatch.setattr(model, "workspace", recording)
+    return given
+
+
 def test_a_thread_limit_set_by_the_user_is_never_raised(monkeypatch):
     """Under threadpool_limits(1) (or OPENBLAS_NUM_THREADS=1, or one MPI rank per core), the step
     API, fit and the optimizer's team stay at one thread even for products big enough to share;
-    two processes each raising BLAS to 2 threads on 2 cores slow each other down many times over."""
+    two processes each using 2 threads on 2 cores slow each other down many times over."""
     from threadpoolctl import threadpool_limits
     if _threads.cpu_count() < 2:
         import pytest
@@ -139,23 +153,45 @@ def test_a_thread_limit_set_by_the_user_is_never_raised(monkeypatch):
     assert 2 * 128 * model.n_params >= _threads.SINGLE_THREAD_FLOPS
     assert _threads.auto_threads(2 * 128 * model.n_params) == _threads.allowed_threads() > 1
     asked = _blas_counts_asked(monkeypatch)
+    given = _team_counts_given(monkeypatch, model)
+    opt = ff.Adam()
     with threadpool_limits(1, user_api="blas"):
         assert _threads.allowed_threads() == 1
         model.forward(X)
+        assert model._ws.threads == 1
         model.backward(np.ones((128, 10), np.float32))
-        ff.fit(model, X, np.zeros(128, int), "cross_entropy", ff.Adam(), batch_size=128, epochs=1, verbose=0)
+        assert model._ws.threads == 1
+        ff.fit(model, X, np.zeros(128, int), "cross_entropy", opt, batch_size=128, epochs=1, verbose=0)
+        assert given and set(given) == {1}, given
         assert all(n == 1 for n in asked), asked
         assert [lib.num_threads for lib in _threads._blas_libs()] == [1] * len(_threads._blas_libs())
-    asked.clear()
-    model.forward(X)           # no limit: the big product gets every core again
-    assert max(asked) == _threads.cpu_count()
+    model.forward(X)           # no limit: the big products are shared by every core again,
+    assert model._ws.threads == _threads.cpu_count()
+    assert all(n == 1 for n in asked), asked  # with BLAS at one thread inside each share
 
 
 def test_an_explicit_thread_count_is_used_as_given(monkeypatch):
     from threadpoolctl import threadpool_limits
-    asked = _blas_counts_asked(monkeypatch)
     model = ff.MLP([40, 64, 5], seed=0)
+    given = _team_counts_given(monkeypatch, model)
     X, y = make_problem(0, n=64)
     with threadpool_limits(1, user_api="blas"):
         ff.fit(model, X, y, "cross_entropy", ff.Adam(), batch_size=64, epochs=1, verbose=0, n_threads=2)
-    assert 2 in asked
+    assert 2 in given, given
+
+
+def test_an_idle_team_sleeps():
+    """After a job the team watches for the next one for microseconds, then sleeps: a process that
+    fitted with every core and then waits uses no CPU while it waits."""
+    if _threads.cpu_count() < 2:
+        import pytest
+        pytest.skip("one core: no team")
+    model = ff.MLP([300, 260, 200, 10], seed=0)
+    X, y = make_problem(0, n=256, d=300)
+    ff.fit(model, X, y, "cross_entropy", ff.Adam(), batch_size=128, epochs=2, verbose=0, n_threads=2)
+    assert _core.team_size() >= 1
+    time.sleep(0.05)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    time.sleep(0.5)
+    busy = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    assert busy < 0.1, f"the process used {busy:.0%} of a core while nothing ran: a thread kept spinning"
