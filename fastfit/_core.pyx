@@ -317,9 +317,12 @@ cdef enum:
     # a smaller one runs on the calling thread (handing it over would cost more).
     SPLIT_MIN_FLOPS = 1 << 20
     # Each thread's share of a split product has at least this many columns, and
-    # shares start at multiples of 16 columns (a 64-byte line of floats).
+    # shares start at multiples of 16 columns (a 64-byte line of floats); or, cut
+    # by rows, at least 32 rows, starting at multiples of 8.
     SPLIT_MIN_COLUMNS = 32
     SPLIT_COLUMN_BLOCK = 16
+    SPLIT_MIN_ROWS = 32
+    SPLIT_ROW_BLOCK = 8
 
 PRODUCT_SPLIT_MIN_FLOPS = SPLIT_MIN_FLOPS
 
@@ -344,30 +347,46 @@ cdef inline void gemm1(bint trans_a, bint trans_b, int M, int N, int K,
 
 
 cdef struct GemmJob:
-    # one row-major product C (M, N) = op(A) op(B), cut into column shares (see gemm)
-    bint f64, trans_a, trans_b
+    # one row-major product C (M, N) = op(A) op(B), cut into shares of C's rows or columns (see gemm)
+    bint f64, trans_a, trans_b, by_rows
     int M, N, K, lda, ldb, ldc
     const void *A
     const void *B
     void *C
 
 
+cdef inline void share_bounds(int length, int block, int index, int count, int *lo, int *hi) noexcept nogil:
+    """Share `index` of `count` of [0, length), cut at multiples of `block`."""
+    cdef int blocks = (length + block - 1) // block
+    lo[0] = min(length, block * ((blocks * index) // count))
+    hi[0] = min(length, block * ((blocks * (index + 1)) // count))
+
+
 cdef void gemm_share(void *arg, int index, int count) noexcept nogil:
-    """Share `index` of `count` of a GemmJob: the columns [n0, n1) of C, from the same
-    columns of op(B) (B's rows n0..n1 when it is transposed, its columns otherwise)."""
+    """Share `index` of `count` of a GemmJob. By rows: C's rows [m0, m1), from the same rows
+    of op(A) (A's columns m0..m1 when it is transposed, its rows otherwise). By columns: C's
+    columns [n0, n1), from the same columns of op(B) (B's rows when it is transposed)."""
     cdef const GemmJob *job = <const GemmJob *>arg
-    cdef int blocks = (job.N + SPLIT_COLUMN_BLOCK - 1) // SPLIT_COLUMN_BLOCK
-    cdef int n0 = min(job.N, SPLIT_COLUMN_BLOCK * ((blocks * index) // count))
-    cdef int n1 = min(job.N, SPLIT_COLUMN_BLOCK * ((blocks * (index + 1)) // count))
-    cdef Py_ssize_t b0 = <Py_ssize_t>n0 * job.ldb if job.trans_b else n0
-    if n1 <= n0:
+    cdef int lo, hi, M = job.M, N = job.N
+    cdef Py_ssize_t a0 = 0, b0 = 0, c0
+    if job.by_rows:
+        share_bounds(job.M, SPLIT_ROW_BLOCK, index, count, &lo, &hi)
+        M = hi - lo
+        a0 = lo if job.trans_a else <Py_ssize_t>lo * job.lda
+        c0 = <Py_ssize_t>lo * job.ldc
+    else:
+        share_bounds(job.N, SPLIT_COLUMN_BLOCK, index, count, &lo, &hi)
+        N = hi - lo
+        b0 = <Py_ssize_t>lo * job.ldb if job.trans_b else lo
+        c0 = lo
+    if hi <= lo:
         return
     if job.f64:
-        gemm1(job.trans_a, job.trans_b, job.M, n1 - n0, job.K, <const double *>job.A, job.lda,
-              <const double *>job.B + b0, job.ldb, <double>0, <double *>job.C + n0, job.ldc)
+        gemm1(job.trans_a, job.trans_b, M, N, job.K, <const double *>job.A + a0, job.lda,
+              <const double *>job.B + b0, job.ldb, <double>0, <double *>job.C + c0, job.ldc)
     else:
-        gemm1(job.trans_a, job.trans_b, job.M, n1 - n0, job.K, <const float *>job.A, job.lda,
-              <const float *>job.B + b0, job.ldb, <float>0, <float *>job.C + n0, job.ldc)
+        gemm1(job.trans_a, job.trans_b, M, N, job.K, <const float *>job.A + a0, job.lda,
+              <const float *>job.B + b0, job.ldb, <float>0, <float *>job.C + c0, job.ldc)
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
@@ -376,16 +395,19 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
     """Row-major C (M, N) = op(A) @ op(B) (beta = 0: C is only written).
 
     A product of at least PRODUCT_SPLIT_MIN_FLOPS is cut into `threads` shares of
-    C's columns, one per thread of fastfit's team, each one single-threaded BLAS
-    call (BLAS runs at one thread while the core works). Every entry of C is still
-    one BLAS dot product over all of K, so a share changes no entry's arithmetic;
-    and no share reads what another writes.
+    C, one per thread of fastfit's team, each one single-threaded BLAS call (BLAS
+    runs at one thread while the core works). The cut runs along C's longer side:
+    each share packs the whole of the operand it shares with the others, and
+    that is then the smaller one. Every entry of C is still one BLAS dot product
+    over all of K, so a share changes no entry's arithmetic; and no share reads
+    what another writes.
     """
     cdef GemmJob job
-    cdef int shares = min(threads, N // SPLIT_MIN_COLUMNS)
+    cdef bint by_rows = M > N
+    cdef int shares = min(threads, (M // SPLIT_MIN_ROWS) if by_rows else (N // SPLIT_MIN_COLUMNS))
     if shares > 1 and 2.0 * M * N * K >= SPLIT_MIN_FLOPS:
         job.f64 = floating is double
-        job.trans_a, job.trans_b, job.M, job.N, job.K = trans_a, trans_b, M, N, K
+        job.trans_a, job.trans_b, job.by_rows, job.M, job.N, job.K = trans_a, trans_b, by_rows, M, N, K
         job.A, job.lda, job.B, job.ldb, job.C, job.ldc = A, lda, B, ldb, C, ldc
         ff_team_run(gemm_share, &job, shares)
     else:

@@ -1,7 +1,7 @@
 """Thread counts: fastfit's own team, and the BLAS fastfit calls (SciPy's, through threadpoolctl).
 
 A fit's ``n_threads`` is the team's: the core splits each large product into
-column shares across it, and each share is one BLAS call, so BLAS runs at one
+shares of its output across it, and each share is one BLAS call, so BLAS runs at one
 thread while fastfit works (``single_threaded_blas``) and no two thread pools
 ever compete for the cores. Other libraries' BLAS are never touched, SciPy's
 count is restored when the last fit ends, and a count set before fastfit ran

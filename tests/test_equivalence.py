@@ -286,6 +286,26 @@ def test_split_updates_equal_one_thread_and_the_reference(opt_name):
     assert_matches(one.params, _big_reference_fit(optimizer_pair(opt_name)[1], l2=0.1).params, np.float64)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_products_split_by_rows_equal_the_reference(dtype):
+    """A batch taller than its layers are wide: the forward and input-gradient products are
+    cut into shares of rows (the shared operand, W, is then the smaller one); the weight
+    gradients into shares of columns."""
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((512, 300)).astype(dtype)
+    y = rng.integers(0, 10, size=512)
+    sizes = [300, 64, 64, 10]
+    assert 2 * 256 * 64 * 64 >= ff._core.PRODUCT_SPLIT_MIN_FLOPS  # the second layer's products too
+    slow = ref.MLP(sizes, dtype=dtype, seed=3)
+    ref.fit(slow, X, y, loss=ref.SoftmaxCrossEntropy(), optimizer=optimizer_pair("momentum")[1], batch_size=256,
+            epochs=2, seed=0)
+    for n in (1, 2, 3):
+        fast = ff.MLP(sizes, dtype=dtype, seed=3)
+        ff.fit(fast, X, y, loss=ff.SoftmaxCrossEntropy(), optimizer=optimizer_pair("momentum")[0], batch_size=256,
+               epochs=2, seed=0, n_threads=n)
+        assert_matches(fast.params, slow.params, dtype, f"{n} threads")
+
+
 def test_split_products_in_float32_equal_the_reference():
     """Momentum, not Adam: Adam's step is about lr for any gradient far above eps, so float32's
     rounding of a tiny gradient can flip a step's sign and the comparison says nothing."""
