@@ -327,7 +327,7 @@ cdef enum:
 PRODUCT_SPLIT_MIN_FLOPS = SPLIT_MIN_FLOPS
 
 
-cdef inline void gemm1(bint trans_a, bint trans_b, int M, int N, int K,
+cdef inline void one_gemm(bint trans_a, bint trans_b, int M, int N, int K,
                        const floating *A, int lda, const floating *B, int ldb,
                        floating beta, floating *C, int ldc) noexcept nogil:
     """Row-major C (M, N) = op(A) @ op(B) + beta * C, where op(X) is X.T when trans_x.
@@ -382,10 +382,10 @@ cdef void gemm_share(void *arg, int index, int count) noexcept nogil:
     if hi <= lo:
         return
     if job.f64:
-        gemm1(job.trans_a, job.trans_b, M, N, job.K, <const double *>job.A + a0, job.lda,
+        one_gemm(job.trans_a, job.trans_b, M, N, job.K, <const double *>job.A + a0, job.lda,
               <const double *>job.B + b0, job.ldb, <double>0, <double *>job.C + c0, job.ldc)
     else:
-        gemm1(job.trans_a, job.trans_b, M, N, job.K, <const float *>job.A + a0, job.lda,
+        one_gemm(job.trans_a, job.trans_b, M, N, job.K, <const float *>job.A + a0, job.lda,
               <const float *>job.B + b0, job.ldb, <float>0, <float *>job.C + c0, job.ldc)
 
 
@@ -411,7 +411,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
         job.A, job.lda, job.B, job.ldb, job.C, job.ldc = A, lda, B, ldb, C, ldc
         ff_team_run(gemm_share, &job, shares)
     else:
-        gemm1(trans_a, trans_b, M, N, K, A, lda, B, ldb, <floating>0, C, ldc)
+        one_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, <floating>0, C, ldc)
 
 
 cdef inline void bias_act(floating *f, const floating *b, Py_ssize_t rows, Py_ssize_t cols,
