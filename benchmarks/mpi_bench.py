@@ -29,6 +29,13 @@ in each direction alone and in both at once, checks the rate actually
 delivered. ``--tcp-buffers`` raises the namespace's default TCP socket
 buffers (16 MiB by default) so that a whole gradient fits in flight.
 
+``--hosts two`` models two machines more closely: rank 1 runs in a second
+namespace, joined to the first by a veth pair (MTU 1500) with a ``tbf`` of
+RATE on each end's egress, so each rank has its own TCP stack and queueing
+discipline and the two directions share no lock. Rank 1 is started through
+``ip netns exec`` in ``mpiexec``'s colon-separated form, each rank with its own
+``FI_TCP_IFACE``.
+
 For each configuration the driver launches ``mpiexec -n R python
 mpi_bench.py --worker``. The worker reports:
 
@@ -68,6 +75,9 @@ MESSAGE_PARAMS = {"small 784-256-256-10": 269_322, "medium 784-1024-1024-10": 1_
                   "large 784-4096-4096-10": 20_037_642}
 #: each rank's libfabric listening ports: a 64-port block per rank (the tc filters match these blocks)
 PORT_BASE, PORT_BLOCK = 20480, 64
+#: --hosts two: the veth pair's ends (rank r on VETH[r]) and their addresses
+VETH = ("ffveth0", "ffveth1")
+VETH_ADDR = ("10.77.0.1", "10.77.0.2")
 #: MPICH over TCP on the namespace's loopback
 TCP_ENV = {"MPIR_CVAR_NOLOCAL": "1", "MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp", "FI_TCP_IFACE": "lo"}
 #: what --sweep tries, each on top of TCP_ENV
@@ -466,10 +476,7 @@ def setup_link(rate_text, duplex, tcp_buffers):
     """Inside the fresh namespace: loopback up, socket buffers, and the shaping. Returns a description."""
     _sh(["ip", "link", "set", "lo", "up"])
     if tcp_buffers:
-        b = str(int(tcp_buffers))
-        for key in ("net.ipv4.tcp_wmem", "net.ipv4.tcp_rmem"):
-            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                f.write(f"4096 {b} {max(int(b), 2 * int(b))}")
+        _write_tcp_buffers(tcp_buffers)
     rate = parse_rate(rate_text)
     if rate is None:
         return "no rate limit"
@@ -495,8 +502,62 @@ def setup_link(rate_text, duplex, tcp_buffers):
     return f"each direction its own tbf {rate_text} (full duplex)"
 
 
-def link_counters():
+def _write_tcp_buffers(tcp_buffers, netns=None):
+    b = str(int(tcp_buffers))
+    for key in ("net.ipv4.tcp_wmem", "net.ipv4.tcp_rmem"):
+        value = f"4096 {b} {max(int(b), 2 * int(b))}"
+        if netns is None:
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+        else:
+            _sh(["ip", "netns", "exec", netns, "sh", "-c", f"echo '{value}' > /proc/sys/{key.replace('.', '/')}"])
+
+
+def setup_two_hosts(rate_text, tcp_buffers, other):
+    """Inside the fresh namespace (rank 0's host): namespace `other` for rank 1, a veth pair between
+    them, and a tbf of RATE on each end. Returns a description."""
+    _sh(["ip", "link", "set", "lo", "up"])
+    _sh(["ip", "netns", "add", other])
+    _sh(["ip", "link", "add", VETH[0], "type", "veth", "peer", "name", VETH[1], "netns", other])
+    _sh(["ip", "addr", "add", VETH_ADDR[0] + "/24", "dev", VETH[0]])
+    _sh(["ip", "-n", other, "addr", "add", VETH_ADDR[1] + "/24", "dev", VETH[1]])
+    for cmd in (["ip", "link", "set", VETH[0], "up"], ["ip", "-n", other, "link", "set", VETH[1], "up"],
+                ["ip", "-n", other, "link", "set", "lo", "up"]):
+        _sh(cmd)
+    if tcp_buffers:
+        _write_tcp_buffers(tcp_buffers)
+        _write_tcp_buffers(tcp_buffers, other)
+    rate = parse_rate(rate_text)
+    if rate is None:
+        return "two namespaces joined by a veth pair, no rate limit"
+    tbf = ["tbf", "rate", f"{int(rate)}bit", "burst", "512kb", "latency", "200ms"]
+    _sh(["tc", "qdisc", "add", "dev", VETH[0], "root", *tbf])
+    _sh(["ip", "netns", "exec", other, "tc", "qdisc", "add", "dev", VETH[1], "root", *tbf])
+    return f"two namespaces joined by a veth pair, a tbf {rate_text} on each end (full duplex)"
+
+
+def two_rank_command(launcher, worker_args, other=None):
+    """mpiexec running 2 workers: both here (one namespace), or rank 1 in namespace `other`."""
+    me = os.path.abspath(__file__)
+    if other is None:
+        return [launcher, "-n", "2", sys.executable, me, "--worker", *worker_args]
+    rank0 = ["-n", "1", "-env", "FI_TCP_IFACE", VETH[0], sys.executable, me, "--worker", *worker_args]
+    rank1 = ["-n", "1", "-env", "FI_TCP_IFACE", VETH[1], "ip", "netns", "exec", other, sys.executable, me,
+             "--worker", *worker_args]
+    return [launcher, *rank0, ":", *rank1]
+
+
+def link_counters(other=None):
     """Bytes through each tbf (the two directions), for the record."""
+    if other is not None:
+        counts = {}
+        for netns, dev in ((None, VETH[0]), (other, VETH[1])):
+            cmd = ["tc", "-s", "qdisc", "show", "dev", dev]
+            out = subprocess.run(cmd if netns is None else ["ip", "netns", "exec", netns, *cmd],
+                                 capture_output=True, text=True).stdout
+            sent = [line.split()[1] for line in out.splitlines() if line.split()[:1] == ["Sent"]]
+            counts[dev] = int(sent[0]) if sent else None
+        return counts
     out = subprocess.run(["tc", "-s", "qdisc", "show", "dev", "lo"], capture_output=True, text=True).stdout
     counts, current = {}, None
     for line in out.splitlines():
@@ -509,11 +570,23 @@ def link_counters():
     return counts
 
 
-def _sink(port, ready, result):
+def _enter_netns(netns):
+    """This (forked) process joins the named network namespace (setns(2), through libc)."""
+    if netns is None:
+        return
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(f"/run/netns/{netns}") as f:
+        if libc.setns(f.fileno(), 0x40000000) != 0:  # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), f"setns into {netns} failed")
+
+
+def _sink(port, ready, result, host="127.0.0.1", netns=None):
     import socket
+    _enter_netns(netns)
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", port))
+    srv.bind((host, port))
     srv.listen(1)
     ready.set()
     conn, _ = srv.accept()
@@ -529,9 +602,10 @@ def _sink(port, ready, result):
     result.put((port, got, time.perf_counter() - t0 if t0 else 0.0))
 
 
-def _source(port, nbytes):
+def _source(port, nbytes, host="127.0.0.1", netns=None):
     import socket
-    conn = socket.create_connection(("127.0.0.1", port))
+    _enter_netns(netns)
+    conn = socket.create_connection((host, port))
     chunk = b"\0" * (1 << 20)
     sent = 0
     while sent < nbytes:
@@ -539,9 +613,10 @@ def _source(port, nbytes):
     conn.close()
 
 
-def socket_check(rate):
+def socket_check(rate, other=None):
     """A plain TCP transfer between two processes, rank 0's direction alone, then both directions
-    at once: Gbit/s delivered per direction. Ports in the ranks' blocks, so the shaping applies."""
+    at once: Gbit/s delivered per direction. Ports in the ranks' blocks, so the shaping applies;
+    with two hosts (rank 1 in namespace `other`), each sink listens on its own end of the veth."""
     import multiprocessing as mp
     ctx = mp.get_context("fork")
     seconds = 0.3
@@ -552,13 +627,18 @@ def socket_check(rate):
                          ("both directions", [PORT_BASE + PORT_BLOCK, PORT_BASE])):
         result = ctx.Queue()
         sinks = []
+        # where rank r's sink listens and its source runs: rank 1's block is rank 1's host
+        ends = {p: (VETH_ADDR[1], other, VETH_ADDR[0], None) if p == PORT_BASE + PORT_BLOCK
+                else (VETH_ADDR[0], None, VETH_ADDR[1], other) for p in ports} if other else \
+            {p: ("127.0.0.1", None, "127.0.0.1", None) for p in ports}
         for p in ports:
             ready = ctx.Event()
-            s = ctx.Process(target=_sink, args=(p + 1, ready, result))  # +1: not the port MPI will bind later
+            host, netns = ends[p][:2]
+            s = ctx.Process(target=_sink, args=(p + 1, ready, result, host, netns))  # +1: not MPI's port
             s.start()
             ready.wait(10)
             sinks.append(s)
-        sources = [ctx.Process(target=_source, args=(p + 1, nbytes)) for p in ports]
+        sources = [ctx.Process(target=_source, args=(p + 1, nbytes, ends[p][0], ends[p][3])) for p in ports]
         for s in sources:
             s.start()
         got = [result.get(timeout=120) for _ in ports]
@@ -570,12 +650,25 @@ def socket_check(rate):
 
 def in_netns(args, argv):
     """Inside the namespace: shape the link, check it, run the MPI workers; print the report."""
-    describe = setup_link(args.link, args.duplex, args.tcp_buffers)
+    other = f"ffbench{os.getpid()}" if args.hosts == "two" else None  # rank 1's namespace
+    try:
+        if other is not None:
+            describe = setup_two_hosts(args.link, args.tcp_buffers, other)
+        else:
+            describe = setup_link(args.link, args.duplex, args.tcp_buffers)
+        measure_link(args, describe, other)
+    finally:
+        if other is not None:
+            subprocess.run(["ip", "netns", "del", other], capture_output=True)
+
+
+def measure_link(args, describe, other):
+    """in_netns, once the link is up: the socket check, then the MPI runs; prints the report."""
     rate = parse_rate(args.link)
-    results = {"link": args.link, "rate_bps": rate, "shaping": describe, "duplex": args.duplex,
+    results = {"link": args.link, "rate_bps": rate, "shaping": describe, "duplex": args.duplex, "hosts": args.hosts,
                "tcp_buffers": args.tcp_buffers, "cores": os.cpu_count(), "load_before": load_average(),
                "workload": workload_info(args)}
-    results["socket_gbps"] = socket_check(rate)
+    results["socket_gbps"] = socket_check(rate, other)
     launcher = mpiexec()
     me = os.path.abspath(__file__)
     env = dict(ENV, **TCP_ENV)
@@ -585,13 +678,13 @@ def in_netns(args, argv):
     if args.progress:
         results["progress"] = []
         for name, (_, _, extra) in OVERLAP_MODES.items():
-            r = run([launcher, "-n", "2", sys.executable, me, "--worker", "--overlap-only", name, *common],
-                    args.timeout, env=dict(env, **extra))
+            r = run(two_rank_command(launcher, ["--overlap-only", name, *common], other), args.timeout,
+                    env=dict(env, **extra))
             results["progress"].append({"name": name, **r["overlap"]})
     elif args.sweep:
         results["sweep"] = []
         for name, extra in SWEEP:
-            r = run([launcher, "-n", "2", sys.executable, me, "--worker", "--bare-only", *common], args.timeout,
+            r = run(two_rank_command(launcher, ["--bare-only", *common], other), args.timeout,
                     env=dict(env, **extra))
             results["sweep"].append({"name": name, "env": extra, **r["bare"]["mpi"]})
     else:
@@ -601,10 +694,9 @@ def in_netns(args, argv):
         results["single"], results["mpi"] = [], []
         for _ in range(args.repeats):
             results["single"].append(run(single_cmd, args.timeout))
-            results["mpi"].append(run([launcher, "-n", "2", sys.executable, me, "--worker", *common], args.timeout,
-                                      env=env))
+            results["mpi"].append(run(two_rank_command(launcher, common, other), args.timeout, env=env))
         results["single"].append(run(single_cmd, args.timeout))
-    results["bytes_per_direction"] = link_counters()
+    results["bytes_per_direction"] = link_counters(other)
     results["load_after"] = load_average()
     publish(results, link_markdown, args.json)
 
@@ -819,6 +911,9 @@ def main(argv=None):
                                   "such as 10gbit or 1gbit: 2 ranks over TCP in a network namespace")
     p.add_argument("--duplex", choices=("full", "half"), default="full",
                    help="full: each direction its own RATE (default); half: one RATE for both")
+    p.add_argument("--hosts", choices=("one", "two"), default="one",
+                   help="with --link: one namespace for both ranks, its loopback shaped (default); or two, "
+                        "joined by a veth pair with a tbf of RATE on each end")
     p.add_argument("--tcp-buffers", type=int, default=16 << 20,
                    help="default TCP socket buffer bytes in the namespace (0: the kernel's)")
     p.add_argument("--sweep", action="store_true", help="with --link: MPICH's all-reduce settings, bare only")
@@ -840,6 +935,8 @@ def main(argv=None):
     p.add_argument("--render", help="print the report of a --link run's JSON file again")
     args = p.parse_args(argv)
     link = args.link if args.link and args.link.lower() != "shm" else None
+    if args.hosts == "two" and not link:
+        raise SystemExit("mpi_bench: --hosts two needs a simulated link (--link RATE or --link unlimited)")
     if args.repeats is None:
         args.repeats = 1 if link else 2
     if args.render:
@@ -859,6 +956,8 @@ def main(argv=None):
         if missing:
             raise SystemExit(f"mpi_bench: --link {link} needs root and the unshare, ip and tc commands "
                              f"(missing: {', '.join(missing)}); use --link shm for shared memory")
+        if args.hosts == "two" and args.duplex != "full":
+            raise SystemExit("mpi_bench: --hosts two gives each end its own tbf (full duplex); drop --duplex half")
         if args.ranks != [1, 2] and args.ranks != [2]:
             raise SystemExit("mpi_bench: a simulated link runs 2 ranks (the direction filters know 2 port blocks)")
         probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)

@@ -207,6 +207,27 @@ def check_public_api():
     check(not bad, "the harness uses fastfit's public names only" + (f" (private: {bad})" if bad else ""))
 
 
+def check_mpi_bench_launch():
+    """mpi_bench's two-host form: rank 1 enters its namespace, each rank names its own veth end."""
+    sys.path.insert(0, HERE)
+    import mpi_bench
+    one = mpi_bench.two_rank_command("mpiexec", ["--fit", "plain"])
+    check(one[:3] == ["mpiexec", "-n", "2"] and ":" not in one and one[-2:] == ["--fit", "plain"],
+          "mpi_bench: one host, one mpiexec group of 2 ranks")
+    two = mpi_bench.two_rank_command("mpiexec", ["--fit", "plain"], other="ns1")
+    rank0, rank1 = two[1:two.index(":")], two[two.index(":") + 1:]
+    check(rank0[:4] == ["-n", "1", "-env", "FI_TCP_IFACE"] and rank0[4] == mpi_bench.VETH[0]
+          and "netns" not in rank0 and rank1[4] == mpi_bench.VETH[1]
+          and rank1[5:9] == ["ip", "netns", "exec", "ns1"] and rank1[-3:] == ["--worker", "--fit", "plain"],
+          "mpi_bench: two hosts, rank 1 in its namespace, each rank on its own veth end")
+    try:
+        mpi_bench.main(["--hosts", "two"])
+        refused = False
+    except SystemExit as exc:
+        refused = "needs a simulated link" in str(exc)
+    check(refused, "mpi_bench: --hosts two without --link is refused with a reason")
+
+
 def check_report(path):
     import json
     from . import report
@@ -251,6 +272,7 @@ def main(argv):
     check_workloads()
     check_peak_merge()
     check_public_api()
+    check_mpi_bench_launch()
     check_report(paths[0] if paths else None)
     check_trainers(with_compile)
     print(f"{len(failures)} failed, in {time.perf_counter() - t0:.1f} s")
