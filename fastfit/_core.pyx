@@ -383,10 +383,10 @@ cdef void gemm_share(void *arg, int index, int count) noexcept nogil:
         return
     if job.f64:
         one_gemm(job.trans_a, job.trans_b, M, N, job.K, <const double *>job.A + a0, job.lda,
-              <const double *>job.B + b0, job.ldb, <double>0, <double *>job.C + c0, job.ldc)
+                 <const double *>job.B + b0, job.ldb, <double>0, <double *>job.C + c0, job.ldc)
     else:
         one_gemm(job.trans_a, job.trans_b, M, N, job.K, <const float *>job.A + a0, job.lda,
-              <const float *>job.B + b0, job.ldb, <float>0, <float *>job.C + c0, job.ldc)
+                 <const float *>job.B + b0, job.ldb, <float>0, <float *>job.C + c0, job.ldc)
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
@@ -399,8 +399,9 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
     runs at one thread while the core works). The cut runs along C's longer side:
     each share packs the whole of the operand it shares with the others, and
     that is then the smaller one. Every entry of C is still one BLAS dot product
-    over all of K, so a share changes no entry's arithmetic; and no share reads
-    what another writes.
+    over all of K, so nothing is added afterwards, and no share reads what
+    another writes (BLAS may block a narrower share's sums differently: another
+    thread count can change results by rounding).
     """
     cdef GemmJob job
     cdef bint by_rows = M > N

@@ -39,8 +39,8 @@ def show_config(file=None):
     print(f"kernel choice at import: {info['kernel_decision']}", file=file)
     print(f"matrix products (forward, weight and input gradients): SciPy's BLAS (sgemm/dgemm; fastfit "
           f"ships no GEMM of its own), at one thread while fastfit works; a product of at least "
-          f"{_core.PRODUCT_SPLIT_MIN_FLOPS / 1e6:.1f} MFLOP is cut into shares of its output (along the longer side) across fastfit's "
-          f"threads, one BLAS call each", file=file)
+          f"{_core.PRODUCT_SPLIT_MIN_FLOPS / 1e6:.1f} MFLOP is cut into shares of its output (along the "
+          f"longer side) across fastfit's threads, one BLAS call each", file=file)
     print(f"element-wise passes, losses and optimizer updates: fastfit's C loops, {info['loop_clone']} "
           "version (the loader's choice for this CPU)", file=file)
     print(f"fastfit's own threads (large products and optimizer updates): {info['own_threads']} started "
