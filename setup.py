@@ -1,6 +1,6 @@
 """Build the compiled core.
 
-Two extension modules:
+Three extension modules:
 - fastfit._cpu: CPU-feature detection in plain C. It must not touch SciPy, because
   it runs before SciPy's BLAS loads (see fastfit/_blas_select.py).
 - fastfit._core: forward, backward, losses, optimizer updates and the training
