@@ -49,4 +49,8 @@ void ff_colsum_f64(const double *d, size_t rows, size_t cols, double *db);
 void ff_mask_colsum_f32(const float *dh, float *h, size_t rows, size_t cols, float *db);
 void ff_mask_colsum_f64(const double *dh, double *h, size_t rows, size_t cols, double *db);
 
+/* at (cols, rows) = a^T for a row-major (rows, cols). */
+void ff_transpose_f32(const float *a, size_t rows, size_t cols, float *at);
+void ff_transpose_f64(const double *a, size_t rows, size_t cols, double *at);
+
 #endif

@@ -48,3 +48,25 @@ def select_kernels():
     os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
     DECISION = "selected OpenBLAS's AVX-512 (SkylakeX) kernels: the CPU and the OS support AVX-512"
     return DECISION
+
+
+#: OpenBLAS kernel sets (threadpoolctl's "architecture") that bring the small-matrix
+#: sgemm/dgemm kernels the core's forward product picks its operand layout for
+#: (``_core.input_transposed``): the AVX-512 ones. Elsewhere both layouts take
+#: the general path, and transposing the input would only cost time.
+SMALL_MATRIX_KERNEL_SETS = ("skylakex", "cooperlake", "sapphirerapids")
+
+_small_matrix_kernels = None
+
+
+def small_matrix_kernels():
+    """Whether SciPy's BLAS is OpenBLAS running kernels with small-matrix paths (asked once)."""
+    global _small_matrix_kernels
+    if _small_matrix_kernels is None:
+        from . import _threads
+        import scipy.linalg.cython_blas  # noqa: F401  (loaded, so threadpoolctl sees it)
+        libs = [lib for lib in _threads.controller().info()
+                if lib.get("user_api") == "blas" and _threads.is_scipys(lib.get("filepath", ""))]
+        _small_matrix_kernels = bool(libs) and libs[0].get("internal_api") == "openblas" and \
+            str(libs[0].get("architecture", "")).lower() in SMALL_MATRIX_KERNEL_SETS
+    return _small_matrix_kernels

@@ -66,6 +66,8 @@ cdef extern from "kernels.h" nogil:
     void ff_colsum_f64(const double *d, size_t rows, size_t cols, double *db)
     void ff_mask_colsum_f32(const float *dh, float *h, size_t rows, size_t cols, float *db)
     void ff_mask_colsum_f64(const double *dh, double *h, size_t rows, size_t cols, double *db)
+    void ff_transpose_f32(const float *a, size_t rows, size_t cols, float *at)
+    void ff_transpose_f64(const double *a, size_t rows, size_t cols, double *at)
 
 cdef extern from "team.h" nogil:
     ctypedef void (*ff_task)(void *arg, int index, int count) noexcept nogil
@@ -171,7 +173,10 @@ cdef struct WorkView:
     Py_ssize_t capacity         # rows of the largest batch these buffers hold
     int threads                 # fastfit threads a large product is split across (BLAS at 1 inside)
     void *acts                  # (capacity * (d_1 + ... + d_L),): layer k's output at B * aoff[k]
-    void *scratch               # (capacity * widest hidden width,): dL/dH_k before its mask
+    void *scratch               # (capacity * widest hidden width,): dL/dH_k before its mask, and
+                                #   a small forward product's transposed input (input_transposed)
+    Py_ssize_t scratch_len      # its length in elements
+    bint transpose_small_inputs # BLAS has the small-matrix kernels input_transposed is for
     void *xbuf                  # (capacity, d_0): the gathered inputs
     void *ybuf                  # (capacity, target columns): the gathered float targets
     Py_ssize_t *lbuf            # (capacity,): the gathered integer labels
@@ -187,7 +192,7 @@ cdef class Workspace:
     cdef readonly cnp.ndarray acts, scratch, xbuf, ybuf, lbuf
 
     def __init__(self, Network net, Py_ssize_t capacity, Py_ssize_t target_cols=0, bint labels=False,
-                 int threads=1):
+                 int threads=1, bint transpose_small_inputs=False):
         sizes = net.sizes
         dtype = net.params.dtype
         hidden = sizes[1:len(sizes) - 1]
@@ -200,6 +205,8 @@ cdef class Workspace:
         self.v.capacity = capacity
         self.v.acts = cnp.PyArray_DATA(self.acts)
         self.v.scratch = cnp.PyArray_DATA(self.scratch)
+        self.v.scratch_len = self.scratch.shape[0]
+        self.v.transpose_small_inputs = transpose_small_inputs
         self.v.xbuf = cnp.PyArray_DATA(self.xbuf)
         self.v.ybuf = cnp.PyArray_DATA(self.ybuf)
         self.v.lbuf = <Py_ssize_t *>cnp.PyArray_DATA(self.lbuf)
@@ -215,6 +222,11 @@ cdef class Workspace:
         if n < 1:
             raise ValueError(f"threads must be at least 1, got {n}")
         self.v.threads = n
+
+    @property
+    def transpose_small_inputs(self):
+        """Whether small forward products read their input transposed (see input_transposed)."""
+        return self.v.transpose_small_inputs
 
     @property
     def nbytes(self):
@@ -326,6 +338,15 @@ cdef enum:
 
 PRODUCT_SPLIT_MIN_FLOPS = SPLIT_MIN_FLOPS
 
+cdef enum:
+    # SciPy's OpenBLAS with its AVX-512 (SkylakeX) kernels runs a product of at most
+    # 100^3 multiply-adds through small-matrix kernels that skip packing, except for one
+    # layout: a transposed first operand ('T', 'N' in BLAS's column-major terms, which is
+    # how the forward product H W^T reaches it) with more than 1200 outputs takes the
+    # general path, up to 1.7x slower (docs/design.md, "Small forward products").
+    SMALL_KERNEL_MAX_MULADDS = 1000000
+    SMALL_KERNEL_TN_MAX_OUTPUTS = 1200
+
 
 cdef inline void one_gemm(bint trans_a, bint trans_b, int M, int N, int K,
                        const floating *A, int lda, const floating *B, int ldb,
@@ -430,6 +451,13 @@ cdef inline void colsum(const floating *d, Py_ssize_t rows, Py_ssize_t cols, flo
         ff_colsum_f64(d, rows, cols, db)
 
 
+cdef inline void transpose(const floating *a, Py_ssize_t rows, Py_ssize_t cols, floating *at) noexcept nogil:
+    if floating is float:
+        ff_transpose_f32(a, rows, cols, at)
+    else:
+        ff_transpose_f64(a, rows, cols, at)
+
+
 cdef inline void mask_colsum(const floating *dh, floating *h, Py_ssize_t rows, Py_ssize_t cols,
                              floating *db) noexcept nogil:
     if floating is float:
@@ -440,10 +468,25 @@ cdef inline void mask_colsum(const floating *dh, floating *h, Py_ssize_t rows, P
 
 # ---------------------------------------------------------------- a layer's three products
 
+cdef inline bint input_transposed(const WorkView *ws, Py_ssize_t B, int d_in, int d_out) noexcept nogil:
+    """Whether the forward product reads H^T rather than H: when BLAS would take its general
+    path for H W^T but has a small-matrix kernel for (H^T)^T W^T, 'T', 'T' in its terms
+    (measured 1.4-1.7x faster at the tiny network's shapes, batches 16-64; the transpose
+    costs B * d_in copies). Needs the scratch buffer, free during the forward pass."""
+    return (ws.transpose_small_inputs and B * d_out > SMALL_KERNEL_TN_MAX_OUTPUTS
+            and <double>B * d_in * d_out <= SMALL_KERNEL_MAX_MULADDS and B * d_in <= ws.scratch_len)
+
+
 cdef inline void forward_product(const floating *H, Py_ssize_t B, const floating *W, int d_in, int d_out,
-                                 floating *F, int threads) noexcept nogil:
-    """F (B, d_out) = H (B, d_in) W^T."""
-    gemm(False, True, <int>B, d_out, d_in, H, d_in, W, d_in, F, d_out, threads)
+                                 floating *F, const WorkView *ws) noexcept nogil:
+    """F (B, d_out) = H (B, d_in) W^T, from H^T (written into the scratch buffer) where
+    input_transposed says BLAS runs that layout faster."""
+    cdef floating *HT = <floating *>ws.scratch
+    if input_transposed(ws, B, d_in, d_out):
+        transpose(H, B, d_in, HT)
+        gemm(True, True, <int>B, d_out, d_in, HT, <int>B, W, d_in, F, d_out, ws.threads)
+    else:
+        gemm(False, True, <int>B, d_out, d_in, H, d_in, W, d_in, F, d_out, ws.threads)
 
 
 cdef inline void weight_grad_product(const floating *dF, const floating *H, Py_ssize_t B, int d_in,
@@ -465,13 +508,13 @@ cdef inline void input_grad_product(const floating *dF, const floating *W, Py_ss
 
 # ---------------------------------------------------------------- forward and backward
 
-cdef void forward_pass(const NetView *net, const floating *X, Py_ssize_t B,
-                       floating *acts, int threads) noexcept nogil:
+cdef void forward_pass(const NetView *net, const floating *X, Py_ssize_t B, const WorkView *ws) noexcept nogil:
     """F_k = H_k W_k^T + b_k (B, d_{k+1}); H_{k+1} = relu(F_k); the last layer stays linear.
 
-    H_0 = X; layer k's output is written at acts + B * aoff[k]. Large products are
-    split across `threads` threads (see gemm)."""
+    H_0 = X; layer k's output is written at ws.acts + B * aoff[k]. Large products are
+    split across the workspace's threads (see gemm)."""
     cdef const floating *params = <const floating *>net.params
+    cdef floating *acts = <floating *>ws.acts
     cdef const floating *H = X
     cdef floating *F
     cdef int k, d_in, d_out
@@ -480,7 +523,7 @@ cdef void forward_pass(const NetView *net, const floating *X, Py_ssize_t B,
     for k in range(net.L):
         d_in, d_out = net.dims[k], net.dims[k + 1]
         F = acts + B * net.aoff[k]
-        forward_product(H, B, params + net.woff[k], d_in, d_out, F, threads)
+        forward_product(H, B, params + net.woff[k], d_in, d_out, F, ws)
         bias_act(F, params + net.boff[k], B, d_out, k < net.L - 1)
         H = F
 
@@ -665,7 +708,7 @@ cdef double batch_gradient_typed(const NetView *net, const WorkView *ws, const D
     cdef floating *out
     cdef double total, penalty = 0.0
     gather(data, rows, B, ws, sizeof(floating))
-    forward_pass(net, <floating *>ws.xbuf, B, acts, ws.threads)
+    forward_pass(net, <floating *>ws.xbuf, B, ws)
     out = acts + B * net.aoff[net.L - 1]
     total = loss_and_grad(loss.kind, scale, out, B, net.dims[net.L], <floating *>ws.ybuf,
                           ws.lbuf, out, hits)
@@ -737,7 +780,7 @@ cdef double head_typed(const NetView *net, const WorkView *ws, const DataView *d
     cdef floating *out
     cdef double total
     gather(data, rows, B, ws, sizeof(floating))
-    forward_pass(net, <floating *>ws.xbuf, B, acts, ws.threads)
+    forward_pass(net, <floating *>ws.xbuf, B, ws)
     out = acts + B * net.aoff[net.L - 1]
     total = loss_and_grad(loss.kind, scale, out, B, net.dims[net.L], <floating *>ws.ybuf, ws.lbuf, out, hits)
     output_bias_grad(net, B, acts)
@@ -825,8 +868,7 @@ def train_steps(Network net, Workspace ws, Dataset data, Objective objective, Up
 def forward(Network net, const floating[:, ::1] X, Workspace ws):
     """Forward pass of X (B <= ws.capacity rows) into ws.acts."""
     with nogil:
-        forward_pass(&net.v, &X[0, 0] if X.shape[0] > 0 else NULL, X.shape[0], <floating *>ws.v.acts,
-                     ws.v.threads)
+        forward_pass(&net.v, &X[0, 0] if X.shape[0] > 0 else NULL, X.shape[0], &ws.v)
 
 
 def backward(Network net, const floating[:, ::1] X, Workspace ws):

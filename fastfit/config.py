@@ -24,6 +24,7 @@ def blas_info():
         "cpu_count": _threads.cpu_count(),
         "auto_threads_max": _threads.allowed_threads(),
         "loop_clone": _cpu.loop_clone(),
+        "small_forward_transposed": _blas_select.small_matrix_kernels(),
         "scipy_blas": scipy_blas[0] if scipy_blas else None,
         "all_blas": [lib for lib in libs if lib.get("user_api") == "blas"],
     }
@@ -41,6 +42,12 @@ def show_config(file=None):
           f"ships no GEMM of its own), at one thread while fastfit works; a product of at least "
           f"{_core.PRODUCT_SPLIT_MIN_FLOPS / 1e6:.1f} MFLOP is cut into shares of its output (along the "
           f"longer side) across fastfit's threads, one BLAS call each", file=file)
+    if info["small_forward_transposed"]:
+        print("small forward products (up to 10^6 multiply-adds, over 1200 outputs): from the input "
+              "transposed, the layout SciPy's OpenBLAS runs through its small-matrix kernels", file=file)
+    else:
+        print("small forward products: as they come (this BLAS has no small-matrix kernels to pick a "
+              "layout for)", file=file)
     print(f"element-wise passes, losses and optimizer updates: fastfit's C loops, {info['loop_clone']} "
           "version (the loader's choice for this CPU)", file=file)
     print(f"fastfit's own threads (large products and optimizer updates): {info['own_threads']} started "

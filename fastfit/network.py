@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _checks, _core, _threads
+from . import _blas_select, _checks, _core, _threads
 from ._checks import check_sizes, count_params  # noqa: F401 (part of this module's face)
 from .losses import get_loss
 from .optim import state_buffers_of
@@ -215,7 +215,8 @@ class MLP:
     def workspace(self, capacity, target_cols=0, labels=False, threads=1):
         """A fresh workspace (activations, scratch, gathered batch) for batches of up to ``capacity`` rows,
         whose large products are split across ``threads`` of fastfit's threads."""
-        return _core.Workspace(self._net, capacity, target_cols, labels, threads)
+        return _core.Workspace(self._net, capacity, target_cols, labels, threads,
+                               transpose_small_inputs=_blas_select.small_matrix_kernels())
 
     def _output(self, ws, rows):
         start = self._net.output_offset(rows)
