@@ -64,9 +64,7 @@ def small_matrix_kernels():
     global _small_matrix_kernels
     if _small_matrix_kernels is None:
         from . import _threads
-        import scipy.linalg.cython_blas  # noqa: F401  (loaded, so threadpoolctl sees it)
-        libs = [lib for lib in _threads.controller().info()
-                if lib.get("user_api") == "blas" and _threads.is_scipys(lib.get("filepath", ""))]
-        _small_matrix_kernels = bool(libs) and libs[0].get("internal_api") == "openblas" and \
-            str(libs[0].get("architecture", "")).lower() in SMALL_MATRIX_KERNEL_SETS
+        lib = _threads.scipy_blas_info() or {}
+        _small_matrix_kernels = (lib.get("internal_api") == "openblas"
+                                 and str(lib.get("architecture", "")).lower() in SMALL_MATRIX_KERNEL_SETS)
     return _small_matrix_kernels

@@ -343,9 +343,13 @@ cdef enum:
     # 100^3 multiply-adds through small-matrix kernels that skip packing, except for one
     # layout: a transposed first operand ('T', 'N' in BLAS's column-major terms, which is
     # how the forward product H W^T reaches it) with more than 1200 outputs takes the
-    # general path, up to 1.7x slower (docs/design.md, "Small forward products").
+    # general path, up to 1.7x slower (docs/design.md, "The training step": small
+    # forward products).
     SMALL_KERNEL_MAX_MULADDS = 1000000
     SMALL_KERNEL_TN_MAX_OUTPUTS = 1200
+
+SMALL_PRODUCT_MAX_MULADDS = SMALL_KERNEL_MAX_MULADDS
+SMALL_PRODUCT_TN_MAX_OUTPUTS = SMALL_KERNEL_TN_MAX_OUTPUTS
 
 
 cdef inline void one_gemm(bint trans_a, bint trans_b, int M, int N, int K,

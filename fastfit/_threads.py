@@ -68,6 +68,14 @@ def is_scipys(path):
     return "scipy.libs" in path or (os.sep + "scipy" + os.sep) in path
 
 
+def scipy_blas_info():
+    """threadpoolctl's description of SciPy's BLAS (a dict: its API, version, kernels,
+    threads, path), or None where threadpoolctl does not find it."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loaded, so threadpoolctl sees it)
+    libs = [lib.info() for lib in _blas_libs()]
+    return libs[0] if libs else None
+
+
 def _blas_libs():
     """The BLAS fastfit calls (SciPy's): other libraries' BLAS are left alone."""
     return [lib for lib in controller().lib_controllers if lib.user_api == "blas" and is_scipys(lib.filepath)]

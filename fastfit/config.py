@@ -9,9 +9,8 @@ def blas_info():
 
     The library fastfit calls is SciPy's (``scipy_blas``); NumPy may load its own copy.
     """
-    import scipy.linalg.cython_blas  # noqa: F401  (make sure it is loaded)
+    scipy_blas = _threads.scipy_blas_info()
     libs = _threads.controller().info()
-    scipy_blas = [lib for lib in libs if lib.get("user_api") == "blas" and _threads.is_scipys(lib.get("filepath", ""))]
     from ._version import __version__
     import numpy, scipy
     return {
@@ -25,7 +24,7 @@ def blas_info():
         "auto_threads_max": _threads.allowed_threads(),
         "loop_clone": _cpu.loop_clone(),
         "small_forward_transposed": _blas_select.small_matrix_kernels(),
-        "scipy_blas": scipy_blas[0] if scipy_blas else None,
+        "scipy_blas": scipy_blas,
         "all_blas": [lib for lib in libs if lib.get("user_api") == "blas"],
     }
 
@@ -43,8 +42,9 @@ def show_config(file=None):
           f"{_core.PRODUCT_SPLIT_MIN_FLOPS / 1e6:.1f} MFLOP is cut into shares of its output (along the "
           f"longer side) across fastfit's threads, one BLAS call each", file=file)
     if info["small_forward_transposed"]:
-        print("small forward products (up to 10^6 multiply-adds, over 1200 outputs): from the input "
-              "transposed, the layout SciPy's OpenBLAS runs through its small-matrix kernels", file=file)
+        print(f"small forward products (up to {_core.SMALL_PRODUCT_MAX_MULADDS:.0e} multiply-adds, over "
+              f"{_core.SMALL_PRODUCT_TN_MAX_OUTPUTS} outputs): from the input transposed, the layout SciPy's "
+              "OpenBLAS runs through its small-matrix kernels", file=file)
     else:
         print("small forward products: as they come (this BLAS has no small-matrix kernels to pick a "
               "layout for)", file=file)
