@@ -24,7 +24,12 @@ import numpy as np
 
 
 def step_gemms(sizes, batch):
-    """(what, transa, transb, m, n, k) of each GEMM of one step, column-major as _core.pyx calls them."""
+    """(what, transa, transb, m, n, k) of each GEMM of one step, column-major as _core.pyx calls them.
+
+    One exception: where OpenBLAS has small-matrix kernels, _core.pyx calls a small forward
+    product 'T', 'T' from a transposed copy of its input (``_core.input_transposed``); this
+    yardstick keeps 'T', 'N' for every forward product, so on the tiny network at batches
+    16 to 64 it times a slower layout than fastfit runs."""
     calls = []
     for k, (din, dout) in enumerate(zip(sizes[:-1], sizes[1:])):
         calls.append((f"L{k + 1} forward", 1, 0, dout, batch, din))      # F^T = W @ H^T
