@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "clones.h"
+#include "expf.h"
 #include "team.h"
 
 /* Below this many parameters an update runs on the calling thread alone:
@@ -17,8 +18,13 @@
 #define SQRT sqrtf
 #define FABS fabsf
 #define T_MIN_NORMAL FLT_MIN
+#define EXP_NONPOSITIVE ff_exp_nonpositive_f32
+#define LOG logf
 #include "update_impl.h"
 #include "passes_impl.h"
+#include "softmax_impl.h"
+#undef EXP_NONPOSITIVE
+#undef LOG
 #undef T
 #undef SUFFIX
 #undef SQRT
@@ -30,8 +36,13 @@
 #define SQRT sqrt
 #define FABS fabs
 #define T_MIN_NORMAL DBL_MIN
+#define EXP_NONPOSITIVE exp
+#define LOG log
 #include "update_impl.h"
 #include "passes_impl.h"
+#include "softmax_impl.h"
+#undef EXP_NONPOSITIVE
+#undef LOG
 #undef T
 #undef SUFFIX
 #undef SQRT

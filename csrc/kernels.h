@@ -49,6 +49,14 @@ void ff_colsum_f64(const double *d, size_t rows, size_t cols, double *db);
 void ff_mask_colsum_f32(const float *dh, float *h, size_t rows, size_t cols, float *db);
 void ff_mask_colsum_f64(const double *dh, double *h, size_t rows, size_t cols, double *db);
 
+/* The softmax cross-entropy over rows of logits out (rows, cols) with integer labels:
+ * returns sum_i l_i, writes scale * dl_i/df_i into grad (which may be out itself) and
+ * adds to *hits the rows whose first largest logit is the label's (docs/math.md, "Losses"). */
+double ff_softmax_xent_f32(const float *out, size_t rows, size_t cols, const ptrdiff_t *labels,
+                           float scale, float *grad, ptrdiff_t *hits);
+double ff_softmax_xent_f64(const double *out, size_t rows, size_t cols, const ptrdiff_t *labels,
+                           double scale, double *grad, ptrdiff_t *hits);
+
 /* at (cols, rows) = a^T for a row-major (rows, cols). */
 void ff_transpose_f32(const float *a, size_t rows, size_t cols, float *at);
 void ff_transpose_f64(const double *a, size_t rows, size_t cols, double *at);

@@ -27,7 +27,7 @@ The objects (each a small C struct with the arrays it points into kept alive):
 """
 cimport numpy as cnp
 from cython cimport floating
-from libc.math cimport sqrt, exp, log, log1p, fabs, isfinite
+from libc.math cimport sqrt, exp, log1p, fabs, isfinite
 from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
@@ -37,7 +37,6 @@ cnp.import_array()
 
 cdef extern from "math.h" nogil:
     float expf(float)
-    float logf(float)
     float log1pf(float)
     float fabsf(float)
 
@@ -66,6 +65,10 @@ cdef extern from "kernels.h" nogil:
     void ff_colsum_f64(const double *d, size_t rows, size_t cols, double *db)
     void ff_mask_colsum_f32(const float *dh, float *h, size_t rows, size_t cols, float *db)
     void ff_mask_colsum_f64(const double *dh, double *h, size_t rows, size_t cols, double *db)
+    double ff_softmax_xent_f32(const float *out, size_t rows, size_t cols, const Py_ssize_t *labels,
+                               float scale, float *grad, Py_ssize_t *hits)
+    double ff_softmax_xent_f64(const double *out, size_t rows, size_t cols, const Py_ssize_t *labels,
+                               double scale, double *grad, Py_ssize_t *hits)
     void ff_transpose_f32(const float *a, size_t rows, size_t cols, float *at)
     void ff_transpose_f64(const double *a, size_t rows, size_t cols, double *at)
 
@@ -604,10 +607,6 @@ cdef inline floating fexp(floating x) noexcept nogil:
     return expf(x) if floating is float else exp(x)
 
 
-cdef inline floating flog(floating x) noexcept nogil:
-    return logf(x) if floating is float else log(x)
-
-
 cdef inline floating flog1p(floating x) noexcept nogil:
     return log1pf(x) if floating is float else log1p(x)
 
@@ -627,39 +626,16 @@ cdef double loss_and_grad(int kind, double scale, const floating *out, Py_ssize_
     outputs whose logit's sign matches the 0/1 target), read before grad
     overwrites them."""
     cdef double total = 0.0
-    cdef Py_ssize_t i, j, label, j_max
-    cdef floating f, y, d, row_max, s, e, log_sum_exp, sig
+    cdef Py_ssize_t i
+    cdef floating f, y, d, e, sig
     cdef floating sc = <floating>scale
-    cdef const floating *row
-    cdef floating *grow
     if kind == FF_LOSS_SOFTMAX_CROSS_ENTROPY:
         # l_i = logsumexp(f_i) - f_i[y_i]; dl_i/df_i = softmax(f_i) - onehot(y_i)
-        for i in range(B):
-            row = out + i * C
-            grow = grad + i * C
-            label = labels[i]
-            row_max = row[0]
-            j_max = 0
-            for j in range(1, C):
-                if row[j] > row_max:
-                    row_max = row[j]
-                    j_max = j
-            hits[0] += j_max == label
-            # the max subtracted first: no overflow for any finite logits. The
-            # exponentials go into the gradient row, then one pass normalises
-            # them (grad may alias out: row[label] is read before it is written).
-            f = row[label]
-            s = 0
-            for j in range(C):
-                e = fexp(row[j] - row_max)
-                grow[j] = e
-                s += e
-            log_sum_exp = row_max + flog(s)
-            total += <double>(log_sum_exp - f)
-            e = sc / s
-            for j in range(C):
-                grow[j] *= e
-            grow[label] -= sc
+        # (csrc/softmax_impl.h: a block of rows' exponentials at a time, in vector code)
+        if floating is float:
+            return ff_softmax_xent_f32(out, B, C, labels, sc, grad, hits)
+        else:
+            return ff_softmax_xent_f64(out, B, C, labels, sc, grad, hits)
     elif kind == FF_LOSS_SQUARED_ERROR:
         # l_i = sum_j (f_ij - y_ij)^2; dl_i/df_ij = 2 (f_ij - y_ij)
         sc = <floating>(2.0 * scale)

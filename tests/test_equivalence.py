@@ -48,6 +48,24 @@ def test_forward_loss_and_gradients_match_reference(loss_name, reduction, hidden
     assert_matches(fast.grads, slow.grads, dtype, "flat gradient")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_over_blocks_of_rows_and_far_apart_logits_matches_reference(dtype, rng):
+    """The softmax cross-entropy exponentiates blocks of 64 rows at a time (float32 with
+    fastfit's own exp): 150 rows cross two block edges, and the logits span exp's whole
+    range, past where exp(z - max z) is no longer a normal float."""
+    logits = (rng.standard_normal((150, 10)) * 30).astype(dtype)
+    logits[0, :] = [0, -1, -20, -80, -87.3, -87.4, -88, -100, -1e4, -1e30]
+    logits[70, :] = np.linspace(-90, 0, 10)
+    y = rng.integers(0, 10, size=150)
+    y[0] = 3
+    for reduction in ("mean", "sum"):
+        fl, sl = pair("SoftmaxCrossEntropy", reduction)
+        v_f, d_f = fl.value_and_grad(logits, y)
+        v_s, d_s = sl.value_and_grad(logits, y)
+        assert_matches(v_f, v_s, dtype, f"{reduction} loss")
+        assert_matches(d_f, d_s, dtype, f"{reduction} gradient")
+
+
 def optimizer_pair(name):
     """The same optimizer built from fastfit and from the reference."""
     def build(mod):

@@ -95,6 +95,20 @@ def test_diverging_learning_rate_raises_a_clear_error_and_leaves_finite_paramete
     assert len(err.history["loss"]) == err.epoch - 1
 
 
+def test_a_diverging_classifier_stops_with_the_same_clear_error():
+    """Logits that overflow float32 make the softmax cross-entropy's loss not finite (inf - inf
+    in its shift by the row's largest logit): the fit stops at that step, as for squared error."""
+    dtype = np.float32
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((256, 10)) * 100
+    y = rng.integers(0, 5, size=256)
+    model = ff.MLP([10, 64, 64, 5], dtype=dtype, seed=0)
+    with pytest.raises(ff.NonFiniteLossError):
+        ff.fit(model, X, y, loss=ff.SoftmaxCrossEntropy(reduction="sum"), optimizer=ff.SGD(lr=1e3, momentum=0.9),
+               batch_size=16, epochs=200)
+    assert np.isfinite(model.params).all()
+
+
 def interrupt_soon(delay):
     """Deliver SIGINT to this process after delay seconds (as Ctrl-C would)."""
     timer = threading.Timer(delay, lambda: os.kill(os.getpid(), signal.SIGINT))
