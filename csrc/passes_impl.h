@@ -52,10 +52,12 @@ FF_CLONES void FN(ff_mask_colsum)(const T *restrict dh, T *restrict h, size_t ro
     }
 }
 
-/* at (cols, rows) = a^T for a (rows, cols): the layer input the forward product reads in
- * BLAS's other layout (see forward_product in fastfit/_core.pyx). In 16 x 16 tiles, so
- * each tile's reads and writes stay within a few cache lines. */
-FF_CLONES void FN(ff_transpose)(const T *restrict a, size_t rows, size_t cols, T *restrict at)
+/* at = a^T for a (rows, cols) block of a matrix with row stride lda, into at (row
+ * stride ldat): the layer input the forward product reads in BLAS's other layout (see
+ * forward_product in fastfit/_core.pyx). In 16 x 16 tiles, so each tile's reads and
+ * writes stay within a few cache lines. */
+FF_CLONES static void FN(transpose_block)(const T *restrict a, size_t lda, size_t rows, size_t cols,
+                                         T *restrict at, size_t ldat)
 {
     for (size_t i0 = 0; i0 < rows; i0 += 16) {
         size_t i1 = i0 + 16 < rows ? i0 + 16 : rows;
@@ -63,7 +65,7 @@ FF_CLONES void FN(ff_transpose)(const T *restrict a, size_t rows, size_t cols, T
             size_t j1 = j0 + 16 < cols ? j0 + 16 : cols;
             for (size_t i = i0; i < i1; i++)  /* read along a's rows: twice as fast as along at's */
                 for (size_t j = j0; j < j1; j++)
-                    at[j * rows + i] = a[i * cols + j];
+                    at[j * ldat + i] = a[i * lda + j];
         }
     }
 }

@@ -335,26 +335,29 @@ def test_split_products_in_float32_equal_the_reference():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("transposed", [True, False])
-def test_small_forward_products_from_the_transposed_input_equal_the_reference(dtype, transposed, monkeypatch):
+@pytest.mark.parametrize("sizes, batch", [([64, 128, 128, 10], 32), ([70, 100, 10], 40)])
+def test_small_forward_products_from_the_transposed_input_equal_the_reference(sizes, batch, dtype, transposed,
+                                                                              monkeypatch):
     """Where BLAS has small-matrix kernels, a small forward product reads its input transposed
     (a copy in the scratch buffer). Batch 32 of [64, 128, 128, 10] takes that path in both hidden
-    layers (the second at 2 threads is also split into shares), the last stays plain; either
-    way the fit equals the reference, at 1 and 2 threads, and so does the step API's forward."""
+    layers (the second at 2 threads is also split into shares), the last stays plain; batch 40
+    of [70, 100, 10] (and the last batch, of 16 rows) has inputs whose sides are not multiples
+    of the transpose's 16 x 16 tiles. Either way the fit equals the reference, at 1 and 2
+    threads, and so does the step API's forward."""
     monkeypatch.setattr(ff._blas_select, "_small_matrix_kernels", transposed)
     rng = np.random.default_rng(11)
-    sizes = [64, 128, 128, 10]
-    X = rng.standard_normal((96, 64)).astype(dtype)
+    X = rng.standard_normal((96, sizes[0])).astype(dtype)
     y = rng.integers(0, 10, size=96)
     slow = ref.MLP(sizes, dtype=dtype, seed=4)
-    ref.fit(slow, X, y, loss=ref.SoftmaxCrossEntropy(), optimizer=optimizer_pair("momentum")[1], batch_size=32,
+    ref.fit(slow, X, y, loss=ref.SoftmaxCrossEntropy(), optimizer=optimizer_pair("momentum")[1], batch_size=batch,
             epochs=2, seed=0)
     for n in (1, 2):
         fast = ff.MLP(sizes, dtype=dtype, seed=4)
-        assert fast.workspace(32).transpose_small_inputs == transposed
-        ff.fit(fast, X, y, loss=ff.SoftmaxCrossEntropy(), optimizer=optimizer_pair("momentum")[0], batch_size=32,
+        assert fast.workspace(batch).transpose_small_inputs == transposed
+        ff.fit(fast, X, y, loss=ff.SoftmaxCrossEntropy(), optimizer=optimizer_pair("momentum")[0], batch_size=batch,
                epochs=2, seed=0, n_threads=n)
         assert_matches(fast.params, slow.params, dtype, f"{n} threads")
-    assert_matches(fast.forward(X[:32]), slow.forward(X[:32]), dtype, "forward")
+    assert_matches(fast.forward(X[:batch]), slow.forward(X[:batch]), dtype, "forward")
 
 
 def test_the_step_api_splits_large_updates_too(rng):
