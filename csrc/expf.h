@@ -1,16 +1,16 @@
 /* exp(x) for float32 arguments x <= 0, as an inline function, so that the softmax's
  * loop over a block of exponentials compiles into vector code (the C library's expf
  * is a call per element). Within one unit in the last place of the exact value over
- * [-87.3, 0] (checked against double-precision exp at every eighth float there);
+ * [-87.33, 0] (checked against double-precision exp at every fourth float there);
  * NumPy's float32 exp, the reference's, is as close, and the two agree far inside
  * the float32 tolerance.
  *
  * exp(x) = 2^n exp(r), with n the integer nearest x / ln 2 and |r| <= ln(2) / 2;
  * exp(r) is a polynomial of degree 7 (Cephes's coefficients), and ln 2 is split into
- * a part exact in float and a correction so r keeps its low bits. n is found by the
- * float rounding trick rather than a float-to-integer conversion, which GCC would not
- * vectorize here. Below ln(FLT_MIN)
- * the result is 0 (the exact value would be subnormal), and a NaN stays NaN. */
+ * a part exact in float and a correction so r keeps its low bits. n comes from the
+ * float rounding trick rather than a float-to-integer conversion, which GCC would
+ * not vectorize here. Below ln(FLT_MIN) the result is 0 (the exact value would be
+ * subnormal), and a NaN stays NaN. */
 #ifndef FASTFIT_EXPF_H
 #define FASTFIT_EXPF_H
 
