@@ -357,8 +357,8 @@ SMALL_PRODUCT_TN_MAX_OUTPUTS = SMALL_KERNEL_TN_MAX_OUTPUTS
 
 cdef inline void one_gemm(bint trans_a, bint trans_b, int M, int N, int K,
                        const floating *A, int lda, const floating *B, int ldb,
-                       floating beta, floating *C, int ldc) noexcept nogil:
-    """Row-major C (M, N) = op(A) @ op(B) + beta * C, where op(X) is X.T when trans_x.
+                       floating *C, int ldc) noexcept nogil:
+    """Row-major C (M, N) = op(A) @ op(B), where op(X) is X.T when trans_x (C is only written).
 
     BLAS is column-major, and a row-major buffer read column-major is the
     transpose. So the row-major C = op(A) op(B) is the column-major
@@ -367,11 +367,11 @@ cdef inline void one_gemm(bint trans_a, bint trans_b, int M, int N, int K,
     """
     cdef char ta = b'T' if trans_b else b'N'
     cdef char tb = b'T' if trans_a else b'N'
-    cdef floating one = 1
+    cdef floating one = 1, zero = 0
     if floating is float:
-        sgemm(&ta, &tb, &N, &M, &K, &one, <float *>B, &ldb, <float *>A, &lda, &beta, C, &ldc)
+        sgemm(&ta, &tb, &N, &M, &K, &one, <float *>B, &ldb, <float *>A, &lda, &zero, C, &ldc)
     else:
-        dgemm(&ta, &tb, &N, &M, &K, &one, <double *>B, &ldb, <double *>A, &lda, &beta, C, &ldc)
+        dgemm(&ta, &tb, &N, &M, &K, &one, <double *>B, &ldb, <double *>A, &lda, &zero, C, &ldc)
 
 
 cdef struct GemmJob:
@@ -411,10 +411,10 @@ cdef void gemm_share(void *arg, int index, int count) noexcept nogil:
         return
     if job.f64:
         one_gemm(job.trans_a, job.trans_b, M, N, job.K, <const double *>job.A + a0, job.lda,
-                 <const double *>job.B + b0, job.ldb, <double>0, <double *>job.C + c0, job.ldc)
+                 <const double *>job.B + b0, job.ldb, <double *>job.C + c0, job.ldc)
     else:
         one_gemm(job.trans_a, job.trans_b, M, N, job.K, <const float *>job.A + a0, job.lda,
-                 <const float *>job.B + b0, job.ldb, <float>0, <float *>job.C + c0, job.ldc)
+                 <const float *>job.B + b0, job.ldb, <float *>job.C + c0, job.ldc)
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
@@ -440,7 +440,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
         job.A, job.lda, job.B, job.ldb, job.C, job.ldc = A, lda, B, ldb, C, ldc
         ff_team_run(gemm_share, &job, shares)
     else:
-        one_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, <floating>0, C, ldc)
+        one_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc)
 
 
 cdef inline void bias_act(floating *f, const floating *b, Py_ssize_t rows, Py_ssize_t cols,
