@@ -295,6 +295,63 @@ def _cpu_seconds():
     return time.process_time()  # every thread of the process, user and kernel time, at nanosecond resolution
 
 
+def factor_parts(comm, MPI, reps):
+    """The factor exchange's parts on this rank, both ranks at once (slowest rank's seconds, median):
+    forward and loss of the rank's rows (head), their input gradients (dx), the weight gradients over
+    the whole batch (dw), the update; and the step's messages alone (exchange), with their CPU time.
+    Also each part's share of the layers, for the timeline of ``predict_factors``."""
+    sys.path.insert(0, ROOT)
+    import fastfit as ff
+    from fastfit import _core, distributed
+    X, y = make_data(BATCH)
+    model = ff.MLP(SIZES, dtype=np.float32, seed=0)
+    opt = ff.Adam(1e-3)
+    opt.bind(model)
+    rule = opt.rule(1)
+    net, L = model._net, len(SIZES) - 1
+    ws = model.workspace(BATCH, labels=True, deltas=True)
+    data = _core.Dataset(X, np.empty((0, 0), np.float32), y.astype(np.intp))
+    objective = ff.SoftmaxCrossEntropy().objective(SIZES[-1])
+    rows = np.arange(BATCH, dtype=np.intp)
+    lo, hi = distributed._shard(BATCH, comm.rank, comm.size)
+    factors = distributed.factor_layers(SIZES, BATCH)
+    shards = [distributed._shard(BATCH, r, comm.size) for r in range(comm.size)]
+
+    def block(buf, k, B=BATCH):
+        a = B * int(net.aoff[k])
+        return buf[a:a + B * SIZES[k + 1]]
+
+    def gather(buf):
+        d = buf.size // BATCH
+        return comm.Iallgatherv(MPI.IN_PLACE, [buf, [(b - a) * d for a, b in shards], [a * d for a, _ in shards],
+                                               MPI.FLOAT])
+
+    def exchange():
+        reqs = [gather(block(ws.acts, k - 1)) for k in range(1, L) if factors[k]]
+        for k in range(L - 1, -1, -1):
+            if factors[k]:
+                reqs.append(gather(block(ws.deltas, k)))
+            else:
+                a, b = int(net.woff[k]), int(net.boff[k]) + SIZES[k + 1]
+                reqs.append(comm.Iallreduce(MPI.IN_PLACE, model.grads[a:b], op=MPI.SUM))
+        MPI.Request.Waitall(reqs)
+
+    fns = {"head": lambda: _core.slice_head(net, ws, data, objective, rows, lo, hi)}
+    for k in range(L - 1, 0, -1):
+        fns[f"dx{k}"] = lambda k=k: _core.slice_input_gradient(net, ws, BATCH, lo, hi, k)
+    for k in range(L - 1, -1, -1):
+        fns[f"dw{k}"] = (lambda k=k: _core.rows_weight_gradient(net, ws, BATCH, 0, BATCH, k)) if factors[k] else \
+                        (lambda k=k: _core.rows_weight_gradient(net, ws, BATCH, lo, hi, k))
+        fns[f"update{k}"] = lambda k=k: _core.update(net, rule, 1e-3, 1e-3, 1, 0.0, k, k + 1)
+    fns["exchange"] = exchange
+    timed = _time_many(comm, MPI, fns, reps)
+    out = {name: t["median_s"] for name, t in timed.items()}
+    out["exchange_cpu_s"] = timed["exchange"]["cpu_s"]
+    out["factor_layers"] = factors
+    out["rows"] = hi - lo
+    return out
+
+
 def bare_allreduces(comm, MPI, reps, ring=True):
     """Bare all-reduce of the medium gradient: MPI's blocking Allreduce, and fastfit._allreduce."""
     from fastfit._allreduce import AllReduce
@@ -390,16 +447,24 @@ def worker(args):
     from fastfit import distributed
     X, y = make_data(args.rows)
     model = ff.MLP(SIZES, dtype=np.float32, seed=0)
+    cpu0 = os.times()
     hist = distributed.fit(model, X, y, "cross_entropy", ff.Adam(1e-3), batch_size=BATCH, epochs=args.epochs,
                            seed=0, comm=comm, n_threads=1, verbose=0, timeout=600, overlap=args.fit in ("overlap", "bfloat16-overlap"),
-                           compress="bfloat16" if args.fit.startswith("bfloat16") else None)
+                           compress="bfloat16" if args.fit.startswith("bfloat16") else None,
+                           exchange="factors" if args.fit == "factors" else "gradient")
+    cpu1 = os.times()
     times, waits = hist["time"][1:], hist["allreduce_s"][1:]  # the first epoch is the warm-up
     steps = -(-args.rows // BATCH)
+    # this rank's CPU time per step over the whole fit (warm-up included): TCP's copies are kernel time
+    out["fit_cpu_ms_per_step"] = {"user": 1e3 * (cpu1.user - cpu0.user) / (steps * args.epochs),
+                                  "system": 1e3 * (cpu1.system - cpu0.system) / (steps * args.epochs)}
     out.update({"samples_per_s": args.rows / statistics.median(times), "epoch_s": times,
                 "allreduce_wait_s": waits, "step_ms": 1e3 * statistics.median(times) / steps,
                 "allreduce_wait_ms_per_step": 1e3 * statistics.median(waits) / steps})
     # once the fit overlaps its all-reduce with the backward pass, its history says how much it hid
     out["fit_overlap"] = {k: list(hist[k][1:]) for k in hist.keys() if "overlap" in k or "hidden" in k}
+    if comm.size > 1 and args.fit == "factors":
+        out["factor_parts"] = factor_parts(comm, MPI, 20)
     if comm.size > 1:
         local = BATCH // comm.size
         out["parts"] = step_parts(local, 20, barrier=comm.Barrier)
@@ -730,6 +795,38 @@ def predict(parts, allreduce_s, layer_allreduce_s=None):
     return out
 
 
+def predict_factors(fp, link_rate=None):
+    """Seconds per step of the factor exchange: the head (forward and loss of the rank's rows), then
+    the rest of the compute (input gradients, weight gradients, updates) beside the messages, which
+    leave as the backward pass produces them and cross the link one after another; layer k's weight
+    gradient waits for its messages. Every core computes, so the messages' CPU time adds to the compute
+    (``exchange_cpu_s``). The wire time of the messages is their measured time alone (``exchange``),
+    split among them by bytes."""
+    L = len(SIZES) - 1
+    factors, b = fp["factor_layers"], fp["rows"]
+    sizes = [((SIZES[k] if k else 0) + SIZES[k + 1]) * b if factors[k] else (SIZES[k] + 1) * SIZES[k + 1]
+             for k in range(L)]
+    wire = [fp["exchange"] * x / sum(sizes) for x in sizes]
+    t = fp["head"]
+    link_free = t
+    ready = {}
+    for k in range(L - 1, -1, -1):  # the messages of layer k leave once its dL/dF_k is final
+        if not factors[k]:
+            t += fp[f"dw{k}"]
+        start = max(t, link_free)
+        ready[k] = link_free = start + wire[k]
+        if k:
+            t += fp[f"dx{k}"]
+    for k in range(L - 1, -1, -1):
+        t = max(t, ready[k])
+        if factors[k]:
+            t += fp[f"dw{k}"]
+        t += fp[f"update{k}"]
+    compute = fp["head"] + sum(fp[f"dx{k}"] for k in range(1, L)) + sum(fp[f"dw{k}"] + fp[f"update{k}"]
+                                                                      for k in range(L))
+    return {"compute_s": compute, "timeline_s": t, "step_s": max(t, compute + fp["exchange_cpu_s"])}
+
+
 def overlap_timeline(backward_s, shares, layer_allreduce_s):
     """Seconds from the start of backward until the last layer's all-reduce ends (or backward ends)."""
     t, link_free = 0.0, 0.0
@@ -790,8 +887,13 @@ def link_markdown(res):
               "| all-reduce wait ms/step | predicted step ms (no overlap) |",
               "|---|---|---|---|---|---|"]
     ratios = []
+    factors = "factor_parts" in res["mpi"][0]
+    if factors:
+        lines[-2] = lines[-2].replace("predicted step ms (no overlap)", "predicted step ms (factor exchange)")
     for i, r in enumerate(res["mpi"]):
         pred = predict(r["parts"], r["bare"]["mpi"]["median_s"])
+        if factors:
+            pred = {"no_overlap_s": predict_factors(r["factor_parts"])["step_s"]}
         around = single[i:i + 2] or single[-1:]  # a report of an older run: one figure for all
         ratios.append(r["samples_per_s"] / statistics.mean(around))
         lines.append(f"| {i + 1} | {r['samples_per_s']:,.0f} | {ratios[-1]:.2f}x | {r['step_ms']:.1f} | "
@@ -803,6 +905,17 @@ def link_markdown(res):
             lines.append(f"\nFit run {i + 1}, history `{key}` per timed epoch: {values}")
     r = res["mpi"][0]
     p = r["parts"]
+    for i, run in enumerate(res["mpi"] if factors else []):
+        fp, fm = run["factor_parts"], predict_factors(run["factor_parts"])
+        lines += ["", f"Factor exchange, run {i + 1}, parts on both ranks at once (ms): head (forward and loss of "
+                  f"{fp['rows']} rows) {1e3 * fp['head']:.2f}; input gradients "
+                  f"{', '.join(f'{1e3 * fp[k]:.2f}' for k in sorted(fp) if k.startswith('dx'))}; weight gradients "
+                  f"{', '.join(f'{1e3 * fp[k]:.2f}' for k in sorted(fp) if k.startswith('dw'))}; updates "
+                  f"{', '.join(f'{1e3 * fp[k]:.2f}' for k in sorted(fp) if k.startswith('update'))}; the step's "
+                  f"messages alone {1e3 * fp['exchange']:.2f} ({1e3 * fp['exchange_cpu_s']:.2f} of CPU per rank); "
+                  f"layers sending factors {fp['factor_layers']}. Model: compute {1e3 * fm['compute_s']:.1f}, "
+                  f"timeline {1e3 * fm['timeline_s']:.1f}, step {1e3 * fm['step_s']:.1f} ms; fit CPU per step "
+                  f"(rank 0) {run.get('fit_cpu_ms_per_step')}."]
     lines += ["", f"Step parts on {p['rows']} rows, both ranks at once (ms): forward {1e3 * p['forward']:.2f}, "
               f"loss {1e3 * p['loss']:.3f}, backward {1e3 * p['backward']:.2f} (layer shares "
               f"{', '.join(f'{s:.2f}' for s in p['backward_shares'])}), update {1e3 * p['update']:.2f}.", "",
@@ -921,10 +1034,11 @@ def main(argv=None):
     p.add_argument("--parts-rows", type=int, default=BATCH // 2)
     p.add_argument("--parts-reps", type=int, default=30)
     p.add_argument("--rows", type=int, default=ROWS)
-    p.add_argument("--fit", choices=("plain", "overlap", "bfloat16", "bfloat16-overlap"), default="plain",
+    p.add_argument("--fit", choices=("plain", "overlap", "bfloat16", "bfloat16-overlap", "factors"), default="plain",
                    help="the distributed fit's sums: one MPI all-reduce after the backward pass (plain), "
                         "each bucket's sum overlapped with the rest of the backward pass (overlap), one "
-                        "sum sent as bfloat16 after the backward pass (bfloat16), or both (bfloat16-overlap)")
+                        "sum sent as bfloat16 after the backward pass (bfloat16), or both (bfloat16-overlap); "
+                        "or no sum: each layer's input and output gradient rows gathered (factors)")
     p.add_argument("--epochs", type=int, default=4, help="epochs per fit; the first is a warm-up")
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=None, help="runs of each configuration (default 2 on shared "

@@ -49,6 +49,10 @@ void ff_colsum_f64(const double *d, size_t rows, size_t cols, double *db);
 void ff_mask_colsum_f32(const float *dh, float *h, size_t rows, size_t cols, float *db);
 void ff_mask_colsum_f64(const double *dh, double *h, size_t rows, size_t cols, double *db);
 
+/* d[i] = h[i] > 0 ? d[i] : 0 over n entries (the mask alone, H left as it is). */
+void ff_relu_mask_f32(const float *h, float *d, size_t n);
+void ff_relu_mask_f64(const double *h, double *d, size_t n);
+
 /* The softmax cross-entropy over rows of logits out (rows, cols) with integer labels:
  * returns sum_i l_i, writes scale * dl_i/df_i into grad (which may be out itself) and
  * adds to *hits the rows whose first largest logit is the label's (docs/math.md, "Losses"). */

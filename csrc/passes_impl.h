@@ -52,6 +52,14 @@ FF_CLONES void FN(ff_mask_colsum)(const T *restrict dh, T *restrict h, size_t ro
     }
 }
 
+/* d = 1[h > 0] * d in place, over n entries: dL/dF_{k-1} from dL/dH_k where H_k must
+ * stay as it is (the distributed fit's factor exchange still sends and multiplies it). */
+FF_CLONES void FN(ff_relu_mask)(const T *restrict h, T *restrict d, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        d[i] = h[i] > 0 ? d[i] : (T)0;
+}
+
 /* at = a^T for a (rows, cols) block of a matrix with row stride lda, into at (row
  * stride ldat): the layer input the forward product reads in BLAS's other layout (see
  * forward_product in fastfit/_core.pyx). In 16 x 16 tiles, so each tile's reads and

@@ -71,6 +71,8 @@ cdef extern from "kernels.h" nogil:
                                double scale, double *grad, Py_ssize_t *hits)
     void ff_transpose_f32(const float *a, size_t rows, size_t cols, float *at)
     void ff_transpose_f64(const double *a, size_t rows, size_t cols, double *at)
+    void ff_relu_mask_f32(const float *h, float *d, size_t n)
+    void ff_relu_mask_f64(const double *h, double *d, size_t n)
 
 cdef extern from "team.h" nogil:
     ctypedef void (*ff_task)(void *arg, int index, int count) noexcept nogil
@@ -183,6 +185,8 @@ cdef struct WorkView:
     void *xbuf                  # (capacity, d_0): the gathered inputs
     void *ybuf                  # (capacity, target columns): the gathered float targets
     Py_ssize_t *lbuf            # (capacity,): the gathered integer labels
+    void *deltas                # (capacity * (d_1 + ... + d_L),) or NULL: dL/dF_k at B * aoff[k],
+                                #   apart from the activations (the factor exchange keeps both)
 
 
 cdef class Workspace:
@@ -192,10 +196,10 @@ cdef class Workspace:
     cdef WorkView v
     cdef readonly Py_ssize_t capacity
     cdef readonly Py_ssize_t rows_in_use  # the rows gradient_head last worked on
-    cdef readonly cnp.ndarray acts, scratch, xbuf, ybuf, lbuf
+    cdef readonly cnp.ndarray acts, scratch, xbuf, ybuf, lbuf, deltas
 
     def __init__(self, Network net, Py_ssize_t capacity, Py_ssize_t target_cols=0, bint labels=False,
-                 int threads=1, bint transpose_small_inputs=False):
+                 int threads=1, bint transpose_small_inputs=False, bint deltas=False):
         sizes = net.sizes
         dtype = net.params.dtype
         hidden = sizes[1:len(sizes) - 1]
@@ -205,6 +209,7 @@ cdef class Workspace:
         self.xbuf = np.empty(capacity * sizes[0], dtype=dtype)
         self.ybuf = np.empty(capacity * target_cols, dtype=dtype)
         self.lbuf = np.empty(capacity if labels else 0, dtype=np.intp)
+        self.deltas = np.empty(capacity * net.activation_width if deltas else 0, dtype=dtype)
         self.v.capacity = capacity
         self.v.acts = cnp.PyArray_DATA(self.acts)
         self.v.scratch = cnp.PyArray_DATA(self.scratch)
@@ -213,6 +218,7 @@ cdef class Workspace:
         self.v.xbuf = cnp.PyArray_DATA(self.xbuf)
         self.v.ybuf = cnp.PyArray_DATA(self.ybuf)
         self.v.lbuf = <Py_ssize_t *>cnp.PyArray_DATA(self.lbuf)
+        self.v.deltas = cnp.PyArray_DATA(self.deltas) if deltas else NULL
         self.threads = threads
 
     @property
@@ -233,7 +239,7 @@ cdef class Workspace:
 
     @property
     def nbytes(self):
-        return sum(a.nbytes for a in (self.acts, self.scratch, self.xbuf, self.ybuf, self.lbuf))
+        return sum(a.nbytes for a in (self.acts, self.scratch, self.xbuf, self.ybuf, self.lbuf, self.deltas))
 
 
 cdef struct DataView:
@@ -520,18 +526,26 @@ cdef void forward_pass(const NetView *net, const floating *X, Py_ssize_t B, cons
 
     H_0 = X; layer k's output is written at ws.acts + B * aoff[k]. Large products are
     split across the workspace's threads (see gemm)."""
+    forward_rows(net, X, B, 0, B, ws)
+
+
+cdef void forward_rows(const NetView *net, const floating *X, Py_ssize_t B, Py_ssize_t lo, Py_ssize_t hi,
+                       const WorkView *ws) noexcept nogil:
+    """The forward pass of rows [lo, hi) of a batch of B rows, in the whole batch's layout: row i
+    of layer k's output at ws.acts + B * aoff[k] + i * d_{k+1}. X is the batch's first row."""
     cdef const floating *params = <const floating *>net.params
     cdef floating *acts = <floating *>ws.acts
-    cdef const floating *H = X
+    cdef const floating *H = X + lo * net.dims[0]
     cdef floating *F
+    cdef Py_ssize_t rows = hi - lo
     cdef int k, d_in, d_out
-    if B == 0:
+    if rows == 0:
         return
     for k in range(net.L):
         d_in, d_out = net.dims[k], net.dims[k + 1]
-        F = acts + B * net.aoff[k]
-        forward_product(H, B, params + net.woff[k], d_in, d_out, F, ws)
-        bias_act(F, params + net.boff[k], B, d_out, k < net.L - 1)
+        F = acts + B * net.aoff[k] + lo * d_out
+        forward_product(H, rows, params + net.woff[k], d_in, d_out, F, ws)
+        bias_act(F, params + net.boff[k], rows, d_out, k < net.L - 1)
         H = F
 
 
@@ -841,6 +855,112 @@ def train_steps(Network net, Workspace ws, Dataset data, Objective objective, Up
             hits += batch_hits
             done += 1
     return total, hits, done, stop
+
+
+# ---------------------------------------------------------------- one batch shared by several processes
+#
+# The distributed fit's factor exchange (docs/distributed.md): each rank runs the forward pass
+# and the input-gradient products on its own rows [lo, hi) of a batch of B rows, in the whole
+# batch's layout (layer k's block at B * aoff[k] in ws.acts, dL/dF_k's at B * aoff[k] in
+# ws.deltas, this rank's rows from row lo). The ranks then exchange their rows of every H_k and
+# dL/dF_k, and every rank forms dW_k = dF_k^T H_k and db_k over all B rows: the very products
+# one process runs for the batch, with no gradient sent at all.
+
+cdef bint check_slice(Network net, Workspace ws, Py_ssize_t B, Py_ssize_t lo, Py_ssize_t hi) except -1:
+    if ws.v.deltas == NULL:
+        raise ValueError("this workspace has no deltas buffer (Workspace(..., deltas=True))")
+    if not 0 <= lo <= hi <= B <= ws.capacity:
+        raise ValueError(f"rows [{lo}, {hi}) of a batch of {B} do not fit a workspace of {ws.capacity}")
+    return 0
+
+
+def slice_head(Network net, Workspace ws, Dataset data, Objective objective, const Py_ssize_t[::1] rows,
+               Py_ssize_t lo, Py_ssize_t hi):
+    """Gather all B = len(rows) rows of the batch (every rank needs all of X's for dW_0), run
+    the forward pass of rows [lo, hi) and their loss, scaled as for B rows, with dL/dF_L written
+    into ws.deltas. Returns (sum of l_i over [lo, hi), the outputs there predicted right)."""
+    cdef Py_ssize_t B = rows.shape[0], hits = 0
+    cdef double total
+    cdef double scale = loss_scale(&objective.v, B)
+    cdef const Py_ssize_t *first = &rows[0] if B > 0 else NULL
+    check_slice(net, ws, B, lo, hi)
+    with nogil:
+        if net.v.f64:
+            total = slice_head_typed(&net.v, &ws.v, &data.v, &objective.v, first, B, lo, hi, scale, &hits,
+                                     <double *>NULL)
+        else:
+            total = slice_head_typed(&net.v, &ws.v, &data.v, &objective.v, first, B, lo, hi, scale, &hits,
+                                     <float *>NULL)
+    return total, hits
+
+
+cdef double slice_head_typed(const NetView *net, const WorkView *ws, const DataView *data,
+                             const LossView *loss, const Py_ssize_t *rows, Py_ssize_t B, Py_ssize_t lo,
+                             Py_ssize_t hi, double scale, Py_ssize_t *hits, floating *typed) noexcept nogil:
+    cdef int C = net.dims[net.L]
+    cdef Py_ssize_t out = B * net.aoff[net.L - 1] + lo * C
+    gather(data, rows, B, ws, sizeof(floating))
+    if hi == lo:
+        return 0.0
+    forward_rows(net, <floating *>ws.xbuf, B, lo, hi, ws)
+    return loss_and_grad(loss.kind, scale, <floating *>ws.acts + out, hi - lo, C,
+                         <floating *>ws.ybuf + lo * data.ycols if data.Y != NULL else NULL,
+                         ws.lbuf + lo if data.labels != NULL else NULL,
+                         <floating *>ws.deltas + out, hits)
+
+
+def slice_input_gradient(Network net, Workspace ws, Py_ssize_t B, Py_ssize_t lo, Py_ssize_t hi, int k):
+    """dL/dF_{k-1} of rows [lo, hi) = 1[H_k > 0] * (dF_k W_k), into ws.deltas, H_k left as it is
+    (k >= 1; layers in order L-1, ..., 1, after slice_head)."""
+    check_slice(net, ws, B, lo, hi)
+    if not 1 <= k < net.v.L:
+        raise ValueError(f"k must be a layer index in [1, {net.v.L}), got {k}")
+    with nogil:
+        if net.v.f64:
+            slice_input_gradient_typed(&net.v, &ws.v, B, lo, hi, k, <double *>NULL)
+        else:
+            slice_input_gradient_typed(&net.v, &ws.v, B, lo, hi, k, <float *>NULL)
+
+
+cdef void slice_input_gradient_typed(const NetView *net, const WorkView *ws, Py_ssize_t B, Py_ssize_t lo,
+                                     Py_ssize_t hi, int k, floating *typed) noexcept nogil:
+    cdef int d_in = net.dims[k], d_out = net.dims[k + 1]
+    cdef floating *dF = <floating *>ws.deltas + B * net.aoff[k] + lo * d_out
+    cdef floating *dF_below = <floating *>ws.deltas + B * net.aoff[k - 1] + lo * d_in
+    cdef const floating *H = <floating *>ws.acts + B * net.aoff[k - 1] + lo * d_in
+    if hi == lo:
+        return
+    input_grad_product(dF, <const floating *>net.params + net.woff[k], hi - lo, d_in, d_out, dF_below,
+                       ws.threads)
+    if floating is float:
+        ff_relu_mask_f32(H, dF_below, (hi - lo) * d_in)
+    else:
+        ff_relu_mask_f64(H, dF_below, (hi - lo) * d_in)
+
+
+def rows_weight_gradient(Network net, Workspace ws, Py_ssize_t B, Py_ssize_t lo, Py_ssize_t hi, int k):
+    """dW_k = dF_k^T H_k and db_k = the column sums of dF_k over rows [lo, hi) of the batch, into
+    net.grads (zeros for no rows): over all B rows once every rank's rows of H_k and dF_k are in
+    ws.acts and ws.deltas, or over this rank's own rows for a layer whose gradient is summed."""
+    check_slice(net, ws, B, lo, hi)
+    if not 0 <= k < net.v.L:
+        raise ValueError(f"k must be a layer index in [0, {net.v.L}), got {k}")
+    with nogil:
+        if net.v.f64:
+            rows_weight_gradient_typed(&net.v, &ws.v, B, lo, hi, k, <double *>NULL)
+        else:
+            rows_weight_gradient_typed(&net.v, &ws.v, B, lo, hi, k, <float *>NULL)
+
+
+cdef void rows_weight_gradient_typed(const NetView *net, const WorkView *ws, Py_ssize_t B, Py_ssize_t lo,
+                                     Py_ssize_t hi, int k, floating *typed) noexcept nogil:
+    cdef int d_in = net.dims[k], d_out = net.dims[k + 1]
+    cdef const floating *dF = <floating *>ws.deltas + B * net.aoff[k] + lo * d_out
+    cdef const floating *H = ((<floating *>ws.xbuf if k == 0 else <floating *>ws.acts + B * net.aoff[k - 1])
+                              + lo * d_in)
+    cdef floating *grads = <floating *>net.grads
+    weight_grad_product(dF, H, hi - lo, d_in, d_out, grads + net.woff[k], ws.threads)
+    colsum(dF, hi - lo, d_out, grads + net.boff[k])  # zeros for no rows
 
 
 # ---------------------------------------------------------------- the step API's entry points

@@ -28,6 +28,11 @@ What happens (docs/distributed.md has the launcher and cluster details):
   batch's gradient, and every rank applies the same compiled optimizer update.
   The per-step loss sums travel in a second, 3-number all-reduce started
   before the backward pass.
+- ``exchange="factors"`` instead gathers every rank's rows of each layer's
+  input and dL/dF on every rank, which forms the layer's gradient over the
+  whole batch itself: far fewer bytes than the gradient when the batch is
+  small beside the layers (``factor_layers`` says which layers; the others
+  still sum their gradient).
 - History (loss, validation loss and accuracy or R^2) is reduced across ranks
   and identical on every rank; validation rows are split among the ranks.
   ``checkpoint=path``: rank 0 alone writes ``fastfit.save(model, path,
@@ -319,8 +324,21 @@ def _default_threads(local_batch, model, ranks_here):
 
 # ---------------------------------------------------------------- the runner
 
+#: What the ranks send each step: "gradient" (an all-reduce of the gradient) or "factors" (every
+#: rank's rows of each layer's input and output gradient, from which each rank forms the gradient).
+EXCHANGES = ("gradient", "factors")
+
 #: Layers whose gradients together hold fewer bytes than this are sent as one message.
 BUCKET_BYTES = 1 << 20
+
+
+def factor_layers(sizes, batch):
+    """Per layer of a network of ``sizes``, whether the factor exchange sends its factors (else its
+    gradient is summed): when they are fewer values. Each rank receives (p-1)/p x batch x
+    (d_k + d_{k+1}) values of the factors (d_0 not: every rank reads X itself), against
+    2 (p-1)/p x (d_k + 1) d_{k+1} for an all-reduce of the gradient."""
+    return [batch * ((sizes[k] if k else 0) + sizes[k + 1]) < 2 * (sizes[k] + 1) * sizes[k + 1]
+            for k in range(len(sizes) - 1)]
 
 
 class DistributedRunner(LocalRunner):
@@ -338,16 +356,19 @@ class DistributedRunner(LocalRunner):
     bucket is again updated once its sum is in. Otherwise one MPI all-reduce of the
     whole buffer follows the whole backward pass."""
 
-    def __init__(self, model, a, n_threads, coll, checkpoint, allreduce=None, overlap=False):
+    def __init__(self, model, a, n_threads, coll, checkpoint, allreduce=None, overlap=False, factors=False):
         self.coll, self.checkpoint, self.allreduce = coll, checkpoint, allreduce
         self.overlap = bool(overlap) and allreduce is not None
-        self.capacity = -(-a.batch_size // coll.size)  # the largest slice a rank gets
+        self.factors = bool(factors)
+        # the largest slice a rank gets; the factor exchange holds the whole batch's activations
+        self.capacity = a.batch_size if self.factors else -(-a.batch_size // coll.size)
         super().__init__(model, a, n_threads)
         self.plan = self._bucket_plan()
         self.needs_phi = self.needs_phi or checkpoint is not None
         Y, labels = a.Y, a.labels
         self.ws = model.workspace(self.capacity, target_cols=Y.shape[1] if Y.size else 0, labels=bool(labels.size),
-                                  threads=n_threads)
+                                  threads=n_threads, deltas=self.factors)
+        self.mpi_type = coll.MPI.DOUBLE if model.params.dtype == np.float64 else coll.MPI.FLOAT
         self.stats = np.zeros(4, dtype=np.float64)  # [loss sum, hits, non-finite ranks, interrupted ranks]
         self.interrupt = None
         self.stopped_by_interrupt = False
@@ -371,8 +392,18 @@ class DistributedRunner(LocalRunner):
             coll.where = (self.epoch, j + 1)
             start, stop = j * a.batch_size, min((j + 1) * a.batch_size, a.N)
             lo, hi = _shard(stop - start, coll.rank, coll.size)
-            data, rows = self._rank_data(order[start + lo:start + hi])
             penalty = a.loss.l2 * a.loss.grad_scale(stop - start, model.n_outputs)
+            if self.factors:
+                self.wait_s += self._factor_step(order[start:stop], lo, hi, lrs[s], lrs[s + 1], t0 + s, penalty)
+                if stats[2]:
+                    return total, hits, s, True
+                total += stats[0]
+                hits += int(stats[1])
+                if stats[3]:
+                    self.stopped_by_interrupt = True
+                    return total, hits, s + 1, False
+                continue
+            data, rows = self._rank_data(order[start + lo:start + hi])
             # The step's loss sums go out before the gradient: queued behind it on the
             # same connection, these few bytes would wait for the whole gradient.
             if not self.overlap:
@@ -409,6 +440,59 @@ class DistributedRunner(LocalRunner):
                 self.stopped_by_interrupt = True
                 return total, hits, s + 1, False
         return total, hits, n, False
+
+    def _factor_step(self, idx, lo, hi, lr, lr_next, t, penalty):
+        """One step of the factor exchange (docs/distributed.md). This rank runs rows [lo, hi) of
+        the batch ``idx`` forward and back to every layer's dL/dF. For a layer that sends factors,
+        every rank's rows of its input H_k and of dL/dF_k are gathered on every rank as soon as
+        they are final, and every rank forms the layer's gradient over the whole batch; any other
+        layer's gradient is formed over this rank's rows and summed. Each layer is updated once
+        its messages are in. Returns the seconds spent waiting for them."""
+        net, ws, coll = self.model._net, self.ws, self.coll
+        B, L = len(idx), net.n_layers
+        data, rows = self._rank_data(idx)
+        local, local_hits = _core.slice_head(net, ws, data, self.objective, rows, lo, hi)
+        stats = [self._start_stats(local, local_hits)]
+        factors = factor_layers(self.model.sizes, B)
+        shards = [_shard(B, r, coll.size) for r in range(coll.size)]
+        acts, deltas = self._layer_blocks(ws.acts, B), self._layer_blocks(ws.deltas, B)
+        sent = {k: [] for k in range(L)}
+        for k in range(1, L):  # H_k, layer k-1's output, is final now
+            if factors[k]:
+                sent[k].append(self._gather_rows(acts[k - 1], shards))
+        for k in range(L - 1, -1, -1):  # dL/dF_k is final here
+            if factors[k]:
+                sent[k].append(self._gather_rows(deltas[k], shards))
+            else:
+                _core.rows_weight_gradient(net, ws, B, lo, hi, k)
+                lo_p, hi_p = int(net.woff[k]), int(net.boff[k]) + net.sizes[k + 1]  # W_k, then b_k
+                sent[k].append(coll.comm.Iallreduce(coll.MPI.IN_PLACE, self.model.grads[lo_p:hi_p],
+                                                    op=coll.MPI.SUM))
+            if k:
+                _core.slice_input_gradient(net, ws, B, lo, hi, k)
+            coll.MPI.Request.Testall([r for k_ in sent for r in sent[k_]])  # MPI moves them only in its calls
+        waited = 0.0
+        for k in range(L - 1, -1, -1):
+            t_wait = time.perf_counter()
+            coll.wait(sent[k] + stats, "activation and gradient exchange")
+            waited += time.perf_counter() - t_wait
+            if factors[k]:
+                _core.rows_weight_gradient(net, ws, B, 0, B, k)
+            if not self.stats[2]:
+                _core.update(net, self.rule, lr, lr_next, t, penalty, k, k + 1)
+        return waited
+
+    def _layer_blocks(self, buf, B):
+        """Flat views of each layer's (B, d_{k+1}) block in a buffer laid out like the activations."""
+        net = self.model._net
+        return [buf[B * int(net.aoff[k]):B * (int(net.aoff[k]) + net.sizes[k + 1])] for k in range(net.n_layers)]
+
+    def _gather_rows(self, block, shards):
+        """Start gathering every rank's rows of a flat (B, d) block into it, in place."""
+        d = block.size // shards[-1][1] if block.size else 0
+        counts = [(hi - lo) * d for lo, hi in shards]
+        displs = [lo * d for lo, _ in shards]
+        return self.coll.comm.Iallgatherv(self.coll.MPI.IN_PLACE, [block, counts, displs, self.mpi_type])
 
     def _start_stats(self, local, local_hits):
         """Start the all-reduce of [loss sum, hits, non-finite ranks, interrupted ranks]."""
@@ -484,10 +568,13 @@ class DistributedRunner(LocalRunner):
                                "end-of-epoch exchange")
         self.wait_s = 0.0
         if np.any(table[:, 2] != table[0, 2]):
+            why = ("with exchange='factors' every rank forms the gradient itself, and these ranks' BLAS "
+                   "(different CPUs or libraries) did not form the same bits: use exchange='gradient'"
+                   if self.factors else
+                   "the MPI library's sum is not the same on every rank, which fastfit.distributed relies on")
             raise RuntimeError(
                 f"distributed fit: after epoch {epoch} the ranks' parameters differ (checksums "
-                f"{[int(c) for c in table[:, 2]]}); the MPI library's sum is not the same on every "
-                "rank, which fastfit.distributed relies on")
+                f"{[int(c) for c in table[:, 2]]}); {why}")
         seconds = float(table[:, 0].max())
         rows = record["samples_per_s"] * record["time"] if math.isfinite(record["samples_per_s"]) else 0
         record.update(time=seconds, samples_per_s=rows / seconds if seconds > 0 else math.inf,
@@ -532,7 +619,8 @@ def evaluate(model, X, y, loss, comm=None, timeout=DEFAULT_TIMEOUT):
 def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, comm=None,
         shuffle=True, drop_last=False, n_threads=None, validation_data=None, validation_split=0.0,
         early_stopping=False, patience=5, min_delta=0.0, restore_best=True, callbacks=None,
-        checkpoint=None, timeout=DEFAULT_TIMEOUT, verbose="auto", overlap=False, compress=None):
+        checkpoint=None, timeout=DEFAULT_TIMEOUT, verbose="auto", overlap=False, compress=None,
+        exchange="gradient"):
     """``fastfit.fit`` across the ranks of ``comm`` (default ``MPI.COMM_WORLD``); returns a History.
 
     Call it on every rank with the same arguments. ``batch_size`` is the global
@@ -561,6 +649,19 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
     summed in float32: half the bytes, no longer bit-equal to one process (each
     value rounded to 8 significant bits on the wire), tested to converge like the
     exact fit.
+
+    ``exchange="factors"`` sends no gradient where it can avoid it: a layer's
+    gradient over the batch is dF_k^T H_k, so each rank sends its rows of H_k and
+    dL/dF_k as soon as the passes produce them, and every rank forms the product
+    over the whole batch itself (the product one process runs). A layer whose
+    gradient is fewer values than those rows (``factor_layers``) has its
+    gradient summed instead. Each rank reads the batch's every row of X and
+    holds the whole batch's activations; the ranks must run the same BLAS
+    kernels (one kind of CPU), or their parameters drift apart (checked after
+    every epoch). It pays where the link is slow against the compute and the
+    global batch is small beside the layers' widths (docs/distributed.md); it
+    takes neither ``compress`` nor ``overlap``: its messages are exact and
+    always overlap the compute.
     """
     MPI = _mpi()
     comm = MPI.COMM_WORLD if comm is None else comm
@@ -577,6 +678,11 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
         raise ValueError("compress='bfloat16' needs a float32 model (its sums are formed in float32)")
     if not isinstance(overlap, (bool, np.bool_)):
         raise TypeError(f"overlap must be True or False, got {overlap!r}")
+    if exchange not in EXCHANGES:
+        raise ValueError(f"exchange must be one of {EXCHANGES}, got {exchange!r}")
+    if exchange == "factors" and (compress is not None or overlap):
+        raise ValueError("exchange='factors' sends activations and output gradients, exactly and as soon as each "
+                         "is final: compress and overlap apply to the gradient all-reduce (exchange='gradient')")
     a = check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, validation_data,
                             validation_split, early_stopping, drop_last, patience, min_delta, callbacks, verbose,
                             as_rows=lambda arr, name: _SharedRows(arr, name, model.n_inputs, model.dtype))
@@ -592,7 +698,8 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
                  ("shuffle", bool(shuffle)), ("drop_last", bool(drop_last)),
                  ("validation rows", -1 if a.val is None else a.val[4] - a.val[3]),
                  ("early_stopping", (bool(early_stopping), a.patience, float(a.min_delta), bool(restore_best))),
-                 ("checkpoint", checkpoint is not None), ("overlap", bool(overlap)), ("compress", repr(compress))]
+                 ("checkpoint", checkpoint is not None), ("overlap", bool(overlap)), ("compress", repr(compress)),
+                 ("exchange", exchange)]
         ranks_here = _check_same_everywhere(coll, items)
         _check_finite_sharded(coll, a.rows.X, "X", model.dtype)
         if a.val is not None and a.val[0] is not a.rows:
@@ -619,7 +726,9 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
         if overlap or compress is not None:
             from ._allreduce import AllReduce  # its progress thread only when asked for
             sums = AllReduce(comm, compress=compress)
-        runner = DistributedRunner(model, a, n_threads, coll, checkpoint, sums, overlap)
+        if exchange == "factors":  # every rank must split its products alike to form the same gradient
+            n_threads = int(coll.allgather(np.array([n_threads], dtype=np.int64), "thread-count agreement").min())
+        runner = DistributedRunner(model, a, n_threads, coll, checkpoint, sums, overlap, exchange == "factors")
         try:
             with _threads.single_threaded_blas():
                 return run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle,

@@ -212,11 +212,12 @@ class MLP:
     def n_outputs(self):
         return self.sizes[-1]
 
-    def workspace(self, capacity, target_cols=0, labels=False, threads=1):
+    def workspace(self, capacity, target_cols=0, labels=False, threads=1, deltas=False):
         """A fresh workspace (activations, scratch, gathered batch) for batches of up to ``capacity`` rows,
-        whose large products are split across ``threads`` of fastfit's threads."""
+        whose large products are split across ``threads`` of fastfit's threads; ``deltas`` adds a
+        buffer that keeps dL/dF apart from the activations (the distributed factor exchange)."""
         return _core.Workspace(self._net, capacity, target_cols, labels, threads,
-                               transpose_small_inputs=_blas_select.small_matrix_kernels())
+                               transpose_small_inputs=_blas_select.small_matrix_kernels(), deltas=deltas)
 
     def _output(self, ws, rows):
         start = self._net.output_offset(rows)

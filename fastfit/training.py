@@ -75,7 +75,7 @@ def fit(model, X, y, loss=None, optimizer=None, batch_size=64, epochs=10, seed=0
                                **distributed_options)
     if distributed_options:
         raise TypeError(f"fit() got unexpected arguments {sorted(distributed_options)} "
-                        "(checkpoint and timeout go with comm=)")
+                        "(checkpoint, timeout, overlap, compress and exchange go with comm=)")
     a = check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, validation_data,
                             validation_split, early_stopping, drop_last, patience, min_delta, callbacks, verbose,
                             as_rows=lambda arr, name: _checks.Rows(arr, model.n_inputs, model.dtype, name))

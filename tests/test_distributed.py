@@ -100,6 +100,42 @@ def test_two_ranks_match_one_process_with_the_global_batch(equivalence, case):
     assert r["ranks_identical"] and r["history_identical"], r
 
 
+FACTOR_CASES = ["adam_factors", "ragged_factors", "memmap_factors", "mse_factors", "bce_factors"]
+
+
+@pytest.fixture(scope="module")
+def equivalence_three_ranks(launcher, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mpi") / "equivalence3.json"
+    proc, _ = mpirun(3, os.path.join(SCRIPTS, "equivalence.py"), out, "adam", *FACTOR_CASES[:3], timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(out.read_text())
+    assert results["size"] == 3
+    return results
+
+
+@pytest.mark.parametrize("case, ranks", [(case, 2) for case in FACTOR_CASES] + [(case, 3) for case in FACTOR_CASES[:3]])
+def test_the_factor_exchange_matches_one_process(equivalence, equivalence_three_ranks, case, ranks):
+    # each rank sends its rows of every layer's input and output gradient (or, where those are
+    # more values than the gradient, sums the gradient), and forms the gradient itself
+    r = (equivalence if ranks == 2 else equivalence_three_ranks)[case]
+    assert any(r["factor_layers"]), r  # the case takes the factor path
+    if case == "adam_factors":
+        assert all(r["factor_layers"]), r
+    if case in ("ragged_factors", "memmap_factors"):
+        assert not all(r["factor_layers"]), r  # and the summed gradient beside it
+    assert r["t"][0] == r["t"][1]
+    assert r["moved"] > 1e-3, r
+    assert r["params_rel"] < RTOL and r["loss_rel"] < RTOL, r
+    for key in (k for k in r if k.startswith("val_")):
+        assert r[key] < RTOL, (key, r)
+    assert r["ranks_identical"] and r["history_identical"], r
+
+
+def test_three_ranks_sum_the_gradient_like_one_process(equivalence_three_ranks):
+    r = equivalence_three_ranks["adam"]
+    assert r["params_rel"] < RTOL and r["ranks_identical"], r
+
+
 def test_ragged_batches_and_empty_slices(equivalence):
     # 67 rows in global batches of 33: slices of 16 and 17 rows, then a last batch of one row
     # (rank 0's slice, rows [0//2, 1//2) = [0, 0), is empty: it contributes a zero gradient)
@@ -126,6 +162,9 @@ def test_errors_are_raised_on_every_rank(equivalence):
     assert "different batch_size" in found["mismatch"] and "ranks [1]" in found["mismatch"]
     assert "NaN" in found["nan"] and "[50, 1]" in found["nan"]
     assert isinstance(found["nonfinite"], list)
+    assert "exchange must be one of ('gradient', 'factors'), got 'activations'" in found["exchange"]
+    for key in ("factors_compress", "factors_overlap"):
+        assert "exchange='factors'" in found[key] and "compress and overlap" in found[key], found[key]
 
 
 def test_rank_0_alone_writes_the_checkpoint(equivalence):

@@ -390,3 +390,39 @@ def test_sparse_X_gives_the_dense_result(rng):
         np.testing.assert_array_equal(params, results[0][0])
         assert val_loss == results[0][1]
         np.testing.assert_array_equal(out, results[0][2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss_name", LOSS_NAMES)
+@pytest.mark.parametrize("cuts", [(0, 11), (0, 4, 11), (0, 0, 5, 11), (0, 3, 6, 9, 11)])
+def test_a_batch_worked_in_slices_gives_the_reference_gradient(cuts, loss_name, dtype, rng):
+    # The distributed fit's factor exchange: each slice of rows (one rank's) runs forward and back
+    # to every dL/dF_k in the whole batch's layout; the weight gradients are then formed over all
+    # rows (layers that send factors) or per slice and summed (layers whose gradient is summed).
+    from fastfit import _core
+    sizes = [6, 9, 8, 4]
+    B = cuts[-1]
+    fast, slow = twin_models(sizes, dtype)
+    X = rng.standard_normal((B, sizes[0])).astype(dtype)
+    y = make_targets(loss_name, B, sizes[-1], rng)
+    fl, sl = pair(loss_name)
+    slow.backward(sl.value_and_grad(slow.forward(X), y)[1])
+    Y, labels = fl.targets(y, B, sizes[-1], dtype)
+    data = _core.Dataset(X, Y, labels)
+    ws = fast.workspace(B, target_cols=Y.shape[1] if Y.size else 0, labels=bool(labels.size), deltas=True)
+    rows = np.arange(B, dtype=np.intp)
+    total = 0.0
+    for lo, hi in zip(cuts, cuts[1:]):
+        total += _core.slice_head(fast._net, ws, data, fl.objective(sizes[-1]), rows, lo, hi)[0]
+        for k in range(len(sizes) - 2, 0, -1):
+            _core.slice_input_gradient(fast._net, ws, B, lo, hi, k)
+    assert_matches(fl.reduce(total, B, sizes[-1]), sl.value_and_grad(slow.forward(X), y)[0], dtype, "loss")
+    for k in range(len(sizes) - 1):
+        _core.rows_weight_gradient(fast._net, ws, B, 0, B, k)
+    assert_matches(fast.grads, slow.grads, dtype, "gradient over the whole batch")
+    summed = np.zeros_like(fast.grads)
+    for lo, hi in zip(cuts, cuts[1:]):
+        for k in range(len(sizes) - 1):
+            _core.rows_weight_gradient(fast._net, ws, B, lo, hi, k)
+        summed += fast.grads
+    assert_matches(summed, slow.grads, dtype, "sum of the slices' gradients")
