@@ -537,7 +537,7 @@ def _sh(cmd):
     return proc.stdout
 
 
-def setup_link(rate_text, duplex, tcp_buffers):
+def setup_link(rate_text, duplex, tcp_buffers, burst="512kb"):
     """Inside the fresh namespace: loopback up, socket buffers, and the shaping. Returns a description."""
     _sh(["ip", "link", "set", "lo", "up"])
     if tcp_buffers:
@@ -546,7 +546,7 @@ def setup_link(rate_text, duplex, tcp_buffers):
     if rate is None:
         return "no rate limit"
     r = f"{int(rate)}bit"
-    tbf = ["tbf", "rate", r, "burst", "512kb", "latency", "200ms"]
+    tbf = ["tbf", "rate", r, "burst", burst, "latency", "200ms"]
     if duplex == "half":
         _sh(["tc", "qdisc", "add", "dev", "lo", "root", *tbf])
         return f"one tbf {rate_text} on lo for both directions (half duplex)"
@@ -578,7 +578,7 @@ def _write_tcp_buffers(tcp_buffers, netns=None):
             _sh(["ip", "netns", "exec", netns, "sh", "-c", f"echo '{value}' > /proc/sys/{key.replace('.', '/')}"])
 
 
-def setup_two_hosts(rate_text, tcp_buffers, other):
+def setup_two_hosts(rate_text, tcp_buffers, other, burst="512kb"):
     """Inside the fresh namespace (rank 0's host): namespace `other` for rank 1, a veth pair between
     them, and a tbf of RATE on each end. Returns a description."""
     _sh(["ip", "link", "set", "lo", "up"])
@@ -595,7 +595,7 @@ def setup_two_hosts(rate_text, tcp_buffers, other):
     rate = parse_rate(rate_text)
     if rate is None:
         return "two namespaces joined by a veth pair, no rate limit"
-    tbf = ["tbf", "rate", f"{int(rate)}bit", "burst", "512kb", "latency", "200ms"]
+    tbf = ["tbf", "rate", f"{int(rate)}bit", "burst", burst, "latency", "200ms"]
     _sh(["tc", "qdisc", "add", "dev", VETH[0], "root", *tbf])
     _sh(["ip", "netns", "exec", other, "tc", "qdisc", "add", "dev", VETH[1], "root", *tbf])
     return f"two namespaces joined by a veth pair, a tbf {rate_text} on each end (full duplex)"
@@ -718,9 +718,11 @@ def in_netns(args, argv):
     other = f"ffbench{os.getpid()}" if args.hosts == "two" else None  # rank 1's namespace
     try:
         if other is not None:
-            describe = setup_two_hosts(args.link, args.tcp_buffers, other)
+            describe = setup_two_hosts(args.link, args.tcp_buffers, other, args.burst)
         else:
-            describe = setup_link(args.link, args.duplex, args.tcp_buffers)
+            describe = setup_link(args.link, args.duplex, args.tcp_buffers, args.burst)
+        if args.burst != "512kb":
+            describe += f", tbf burst {args.burst}"
         measure_link(args, describe, other)
     finally:
         if other is not None:
@@ -1027,6 +1029,9 @@ def main(argv=None):
     p.add_argument("--hosts", choices=("one", "two"), default="one",
                    help="with --link: one namespace for both ranks, its loopback shaped (default); or two, "
                         "joined by a veth pair with a tbf of RATE on each end")
+    p.add_argument("--burst", default="512kb",
+                   help="with --link: the tbf's bucket (default 512kb: after an idle moment that many bytes leave "
+                        "at once; a real link has no such allowance, so a small one such as 32kb is closer to it)")
     p.add_argument("--tcp-buffers", type=int, default=16 << 20,
                    help="default TCP socket buffer bytes in the namespace (0: the kernel's)")
     p.add_argument("--sweep", action="store_true", help="with --link: MPICH's all-reduce settings, bare only")
