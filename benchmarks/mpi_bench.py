@@ -797,26 +797,35 @@ def predict(parts, allreduce_s, layer_allreduce_s=None):
     return out
 
 
-def predict_factors(fp, link_rate=None):
-    """Seconds per step of the factor exchange: the head (forward and loss of the rank's rows), then
-    the rest of the compute (input gradients, weight gradients, updates) beside the messages, which
-    leave as the backward pass produces them and cross the link one after another; layer k's weight
-    gradient waits for its messages. Every core computes, so the messages' CPU time adds to the compute
-    (``exchange_cpu_s``). The wire time of the messages is their measured time alone (``exchange``),
-    split among them by bytes."""
+def predict_factors(fp):
+    """Seconds per step of the factor exchange, from its parts (``factor_parts``).
+
+    The timeline: the head (forward and loss of the rank's rows); the hidden layers' outputs leave
+    then, and each layer's dL/dF (or, for a layer that sums its gradient, that gradient, formed from
+    the rank's rows) as the backward pass produces it; the messages cross the link one after another,
+    each taking the measured time of the step's messages alone (``exchange``) in proportion to its
+    values. Layer k's weight gradient over the batch waits for its messages; the updates follow it.
+    With every core computing, the messages' CPU time cannot hide: the step is at least the compute
+    plus ``exchange_cpu_s`` (which counts a blocking wait's spinning, so it over-predicts slow links)."""
     L = len(SIZES) - 1
     factors, b = fp["factor_layers"], fp["rows"]
-    sizes = [((SIZES[k] if k else 0) + SIZES[k + 1]) * b if factors[k] else (SIZES[k] + 1) * SIZES[k + 1]
-             for k in range(L)]
-    wire = [fp["exchange"] * x / sum(sizes) for x in sizes]
-    t = fp["head"]
-    link_free = t
-    ready = {}
-    for k in range(L - 1, -1, -1):  # the messages of layer k leave once its dL/dF_k is final
+    posted = [(k, b * SIZES[k]) for k in range(1, L) if factors[k]]  # H_k, after the head
+    backward = [(k, b * SIZES[k + 1] if factors[k] else (SIZES[k] + 1) * SIZES[k + 1]) for k in range(L - 1, -1, -1)]
+    per_value = fp["exchange"] / sum(v for _, v in posted + backward)
+    t = link_free = fp["head"]
+    ready = dict.fromkeys(range(L), 0.0)
+
+    def send(k, values, at):
+        nonlocal link_free
+        link_free = max(at, link_free) + values * per_value
+        ready[k] = max(ready[k], link_free)
+
+    for k, values in posted:
+        send(k, values, t)
+    for k, values in backward:  # dL/dF_k is final here
         if not factors[k]:
             t += fp[f"dw{k}"]
-        start = max(t, link_free)
-        ready[k] = link_free = start + wire[k]
+        send(k, values, t)
         if k:
             t += fp[f"dx{k}"]
     for k in range(L - 1, -1, -1):

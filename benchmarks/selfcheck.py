@@ -228,6 +228,23 @@ def check_mpi_bench_launch():
     check(refused, "mpi_bench: --hosts two without --link is refused with a reason")
 
 
+def check_factor_model():
+    """mpi_bench's model of the factor exchange, on made-up parts worked out by hand (ms)."""
+    sys.path.insert(0, HERE)
+    import mpi_bench
+    parts = {"head": 4.0, "dx2": 0.1, "dx1": 2.0, "dw2": 0.1, "dw1": 3.0, "dw0": 2.0, "update2": 0.0,
+             "update1": 0.5, "update0": 0.5, "factor_layers": [True, True, False], "rows": 64}
+    # values: H_1 65,536, then the output layer's gradient 10,250, dF_1 65,536, dF_0 65,536
+    per_value = 1e-3  # ms: a very slow link, so the messages decide
+    slow = mpi_bench.predict_factors(dict(parts, exchange=per_value * 206_858, exchange_cpu_s=0.0))
+    # the link: H_1 4 -> 69.5, gradient -> 79.8, dF_1 -> 145.3, dF_0 (posted at 6.2) -> 210.9;
+    # dW_1 waits for dF_1 (145.3) and the update ends 148.8; dW_0 waits for dF_0: 210.9 + 2.5
+    check(abs(slow["timeline_s"] - 213.358) < 1e-6, f"mpi_bench: factor model, slow link ({slow})")
+    fast = mpi_bench.predict_factors(dict(parts, exchange=0.0, exchange_cpu_s=0.001))
+    check(abs(fast["compute_s"] - 12.2) < 1e-9 and abs(fast["step_s"] - 12.201) < 1e-9,
+          f"mpi_bench: factor model, fast link: the compute plus the messages' CPU time ({fast})")
+
+
 def check_report(path):
     import json
     from . import report
@@ -273,6 +290,7 @@ def main(argv):
     check_peak_merge()
     check_public_api()
     check_mpi_bench_launch()
+    check_factor_model()
     check_report(paths[0] if paths else None)
     check_trainers(with_compile)
     print(f"{len(failures)} failed, in {time.perf_counter() - t0:.1f} s")
