@@ -354,7 +354,8 @@ class DistributedRunner(LocalRunner):
     buckets' sums all start after the whole backward pass (where every core
     computes, overlap only makes the sums and the compute take turns), and each
     bucket is again updated once its sum is in. Otherwise one MPI all-reduce of the
-    whole buffer follows the whole backward pass."""
+    whole buffer follows the whole backward pass. With ``factors``, each step is the
+    factor exchange instead (``_factor_step``)."""
 
     def __init__(self, model, a, n_threads, coll, checkpoint, allreduce=None, overlap=False, factors=False):
         self.coll, self.checkpoint, self.allreduce = coll, checkpoint, allreduce
@@ -384,54 +385,15 @@ class DistributedRunner(LocalRunner):
                 np.arange(len(idx), dtype=np.intp))
 
     def _steps(self, order, first, n, lrs, t0):
-        a, coll, model, MPI = self.a, self.coll, self.model, self.coll.MPI
-        stats, grads = self.stats, model.grads
+        a, coll, model, stats = self.a, self.coll, self.model, self.stats
         total, hits = 0.0, 0
+        step = self._factor_step if self.factors else self._gradient_step
         for s in range(n):
             j = first + s
             coll.where = (self.epoch, j + 1)
             start, stop = j * a.batch_size, min((j + 1) * a.batch_size, a.N)
-            lo, hi = _shard(stop - start, coll.rank, coll.size)
             penalty = a.loss.l2 * a.loss.grad_scale(stop - start, model.n_outputs)
-            if self.factors:
-                self.wait_s += self._factor_step(order[start:stop], lo, hi, lrs[s], lrs[s + 1], t0 + s, penalty)
-                if stats[2]:
-                    return total, hits, s, True
-                total += stats[0]
-                hits += int(stats[1])
-                if stats[3]:
-                    self.stopped_by_interrupt = True
-                    return total, hits, s + 1, False
-                continue
-            data, rows = self._rank_data(order[start + lo:start + hi])
-            # The step's loss sums go out before the gradient: queued behind it on the
-            # same connection, these few bytes would wait for the whole gradient.
-            if not self.overlap:
-                local, local_hits = _core.batch_gradient(model._net, self.ws, data, self.objective, rows,
-                                                         stop - start)
-                t_wait = time.perf_counter()
-                requests = [self._start_stats(local, local_hits)]
-                buckets = None if self.allreduce is None else self._sending_after_backward()
-            else:
-                local, local_hits = _core.gradient_head(model._net, self.ws, data, self.objective, rows,
-                                                        stop - start)
-                requests = [self._start_stats(local, local_hits)]
-                buckets = self._backward_sending()
-                t_wait = time.perf_counter()
-            if buckets is None:
-                requests.append(coll.comm.Iallreduce(MPI.IN_PLACE, grads, op=MPI.SUM))
-                coll.wait(requests, "gradient all-reduce")
-                if not stats[2]:
-                    _core.update(model._net, self.rule, lrs[s], lrs[s + 1], t0 + s, penalty)
-            else:  # each bucket's update as soon as its sum is in (every bucket is waited for)
-                for i, (first_layer, end_layer, handle) in enumerate(buckets):
-                    self._wait_sum(handle)
-                    if i == 0:  # sent first, so in by now: no spinning beside the sums' thread
-                        coll.wait(requests, "loss all-reduce", spin=False)
-                    if not stats[2]:
-                        _core.update(model._net, self.rule, lrs[s], lrs[s + 1], t0 + s, penalty,
-                                     first_layer, end_layer)
-            self.wait_s += time.perf_counter() - t_wait
+            self.wait_s += step(order[start:stop], lrs[s], lrs[s + 1], t0 + s, penalty)
             if stats[2]:
                 return total, hits, s, True
             total += stats[0]
@@ -441,22 +403,56 @@ class DistributedRunner(LocalRunner):
                 return total, hits, s + 1, False
         return total, hits, n, False
 
-    def _factor_step(self, idx, lo, hi, lr, lr_next, t, penalty):
-        """One step of the factor exchange (docs/distributed.md). This rank runs rows [lo, hi) of
-        the batch ``idx`` forward and back to every layer's dL/dF. For a layer that sends factors,
+    def _gradient_step(self, idx, lr, lr_next, t, penalty):
+        """One step that sums the gradient: this rank's slice of the batch ``idx`` through the
+        compiled batch gradient, the all-reduce (one of the whole buffer, or one per bucket), and
+        the update (per bucket as soon as its sum is in). Returns the seconds spent waiting."""
+        coll, model, MPI, stats = self.coll, self.model, self.coll.MPI, self.stats
+        lo, hi = _shard(len(idx), coll.rank, coll.size)
+        data, rows = self._rank_data(idx[lo:hi])
+        # The step's loss sums go out before the gradient: queued behind it on the
+        # same connection, these few bytes would wait for the whole gradient.
+        if not self.overlap:
+            local, local_hits = _core.batch_gradient(model._net, self.ws, data, self.objective, rows, len(idx))
+            t_wait = time.perf_counter()
+            requests = [self._start_stats(local, local_hits)]
+            buckets = None if self.allreduce is None else self._sending_after_backward()
+        else:
+            local, local_hits = _core.gradient_head(model._net, self.ws, data, self.objective, rows, len(idx))
+            requests = [self._start_stats(local, local_hits)]
+            buckets = self._backward_sending()
+            t_wait = time.perf_counter()
+        if buckets is None:
+            requests.append(coll.comm.Iallreduce(MPI.IN_PLACE, model.grads, op=MPI.SUM))
+            coll.wait(requests, "gradient all-reduce")
+            if not stats[2]:
+                _core.update(model._net, self.rule, lr, lr_next, t, penalty)
+        else:  # each bucket's update as soon as its sum is in (every bucket is waited for)
+            for i, (first_layer, end_layer, handle) in enumerate(buckets):
+                self._wait_sum(handle)
+                if i == 0:  # sent first, so in by now: no spinning beside the sums' thread
+                    coll.wait(requests, "loss all-reduce", spin=False)
+                if not stats[2]:
+                    _core.update(model._net, self.rule, lr, lr_next, t, penalty, first_layer, end_layer)
+        return time.perf_counter() - t_wait
+
+    def _factor_step(self, idx, lr, lr_next, t, penalty):
+        """One step of the factor exchange (docs/distributed.md). This rank runs its rows [lo, hi)
+        of the batch ``idx`` forward and back to every layer's dL/dF. For a layer that sends factors,
         every rank's rows of its input H_k and of dL/dF_k are gathered on every rank as soon as
         they are final, and every rank forms the layer's gradient over the whole batch; any other
         layer's gradient is formed over this rank's rows and summed. Each layer is updated once
         its messages are in. Returns the seconds spent waiting for them."""
         net, ws, coll = self.model._net, self.ws, self.coll
         B, L = len(idx), net.n_layers
+        lo, hi = _shard(B, coll.rank, coll.size)
         data, rows = self._rank_data(idx)
         local, local_hits = _core.slice_head(net, ws, data, self.objective, rows, lo, hi)
         stats = [self._start_stats(local, local_hits)]
         factors = factor_layers(self.model.sizes, B)
         shards = [_shard(B, r, coll.size) for r in range(coll.size)]
         acts, deltas = self._layer_blocks(ws.acts, B), self._layer_blocks(ws.deltas, B)
-        sent = {k: [] for k in range(L)}
+        sent = {k: [] for k in range(L)}  # each layer's messages
         for k in range(1, L):  # H_k, layer k-1's output, is final now
             if factors[k]:
                 sent[k].append(self._gather_rows(acts[k - 1], shards))
@@ -465,12 +461,12 @@ class DistributedRunner(LocalRunner):
                 sent[k].append(self._gather_rows(deltas[k], shards))
             else:
                 _core.rows_weight_gradient(net, ws, B, lo, hi, k)
-                lo_p, hi_p = int(net.woff[k]), int(net.boff[k]) + net.sizes[k + 1]  # W_k, then b_k
-                sent[k].append(coll.comm.Iallreduce(coll.MPI.IN_PLACE, self.model.grads[lo_p:hi_p],
+                first, end = int(net.woff[k]), int(net.boff[k]) + net.sizes[k + 1]  # W_k, then b_k
+                sent[k].append(coll.comm.Iallreduce(coll.MPI.IN_PLACE, self.model.grads[first:end],
                                                     op=coll.MPI.SUM))
             if k:
                 _core.slice_input_gradient(net, ws, B, lo, hi, k)
-            coll.MPI.Request.Testall([r for k_ in sent for r in sent[k_]])  # MPI moves them only in its calls
+            coll.MPI.Request.Testall([r for layer in sent.values() for r in layer])  # MPI moves them only in its calls
         waited = 0.0
         for k in range(L - 1, -1, -1):
             t_wait = time.perf_counter()
@@ -678,7 +674,7 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
         raise ValueError("compress='bfloat16' needs a float32 model (its sums are formed in float32)")
     if not isinstance(overlap, (bool, np.bool_)):
         raise TypeError(f"overlap must be True or False, got {overlap!r}")
-    if exchange not in EXCHANGES:
+    if not (isinstance(exchange, str) and exchange in EXCHANGES):
         raise ValueError(f"exchange must be one of {EXCHANGES}, got {exchange!r}")
     if exchange == "factors" and (compress is not None or overlap):
         raise ValueError("exchange='factors' sends activations and output gradients, exactly and as soon as each "
