@@ -206,12 +206,15 @@ def test_a_rank_that_dies_under_the_default_launcher_ends_the_job(launcher):
     assert seconds < TIMEOUT + 20
 
 
-def test_example_runs_on_two_ranks(launcher):
-    proc, _ = mpirun(2, os.path.join(EXAMPLES, "distributed_fit.py"), "--epochs", "5", timeout=120)
+@pytest.mark.parametrize("exchange", ["gradient", "factors"])
+def test_example_runs_on_two_ranks(launcher, exchange):
+    proc, _ = mpirun(2, os.path.join(EXAMPLES, "distributed_fit.py"), "--epochs", "5", "--exchange", exchange,
+                     timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert any("2 ranks" in line for line in lines), proc.stdout
     assert proc.stdout.count("test accuracy") == 1, proc.stdout  # printed by rank 0 only
+    assert f"exchanging {exchange}" in proc.stdout, proc.stdout
 
 
 def test_compressed_sums_train_mnist1d_as_well_as_exact_ones(launcher, tmp_path):
