@@ -10,7 +10,10 @@ The training step has two parts (docs/math.md has every formula):
 ``train_steps`` runs both for a run of batches with the GIL released; there
 each layer is updated as soon as its gradient is final, while it is still in
 cache. The distributed fit runs the batch gradient, all-reduces the gradient
-buffer, then runs the update (``batch_gradient`` and ``update``).
+buffer, then runs the update (``batch_gradient`` and ``update``); or, exchanging
+factors, each rank's slice of the batch forward and back (``slice_head``,
+``slice_input_gradient``), then the weight gradients over the whole batch
+(``rows_weight_gradient``) and ``update``.
 
 Every function here trusts its inputs: shapes, dtypes, contiguity, label
 ranges and buffer sizes were checked by the Python layer before the objects
