@@ -869,11 +869,16 @@ def train_steps(Network net, Workspace ws, Dataset data, Objective objective, Up
 # dL/dF_k, and every rank forms dW_k = dF_k^T H_k and db_k over all B rows: the very products
 # one process runs for the batch, with no gradient sent at all.
 
-cdef bint check_slice(Network net, Workspace ws, Py_ssize_t B, Py_ssize_t lo, Py_ssize_t hi) except -1:
+cdef bint check_slice(Network net, Workspace ws, Py_ssize_t B, Py_ssize_t lo, Py_ssize_t hi,
+                      int k=0, int first_k=0) except -1:
+    """ValueError unless rows [lo, hi) of a batch of B fit ws, which has a deltas buffer, and
+    first_k <= k < L."""
     if ws.v.deltas == NULL:
         raise ValueError("this workspace has no deltas buffer (Workspace(..., deltas=True))")
     if not 0 <= lo <= hi <= B <= ws.capacity:
         raise ValueError(f"rows [{lo}, {hi}) of a batch of {B} do not fit a workspace of {ws.capacity}")
+    if not first_k <= k < net.v.L:
+        raise ValueError(f"k must be a layer index in [{first_k}, {net.v.L}), got {k}")
     return 0
 
 
@@ -915,9 +920,7 @@ cdef double slice_head_typed(const NetView *net, const WorkView *ws, const DataV
 def slice_input_gradient(Network net, Workspace ws, Py_ssize_t B, Py_ssize_t lo, Py_ssize_t hi, int k):
     """dL/dF_{k-1} of rows [lo, hi) = 1[H_k > 0] * (dF_k W_k), into ws.deltas, H_k left as it is
     (k >= 1; layers in order L-1, ..., 1, after slice_head)."""
-    check_slice(net, ws, B, lo, hi)
-    if not 1 <= k < net.v.L:
-        raise ValueError(f"k must be a layer index in [1, {net.v.L}), got {k}")
+    check_slice(net, ws, B, lo, hi, k, 1)
     with nogil:
         if net.v.f64:
             slice_input_gradient_typed(&net.v, &ws.v, B, lo, hi, k, <double *>NULL)
@@ -945,9 +948,7 @@ def rows_weight_gradient(Network net, Workspace ws, Py_ssize_t B, Py_ssize_t lo,
     """dW_k = dF_k^T H_k and db_k = the column sums of dF_k over rows [lo, hi) of the batch, into
     net.grads (zeros for no rows): over all B rows once every rank's rows of H_k and dF_k are in
     ws.acts and ws.deltas, or over this rank's own rows for a layer whose gradient is summed."""
-    check_slice(net, ws, B, lo, hi)
-    if not 0 <= k < net.v.L:
-        raise ValueError(f"k must be a layer index in [0, {net.v.L}), got {k}")
+    check_slice(net, ws, B, lo, hi, k)
     with nogil:
         if net.v.f64:
             rows_weight_gradient_typed(&net.v, &ws.v, B, lo, hi, k, <double *>NULL)

@@ -426,3 +426,20 @@ def test_a_batch_worked_in_slices_gives_the_reference_gradient(cuts, loss_name, 
             _core.rows_weight_gradient(fast._net, ws, B, lo, hi, k)
         summed += fast.grads
     assert_matches(summed, slow.grads, dtype, "sum of the slices' gradients")
+
+
+def test_a_slice_outside_the_workspace_or_layers_is_refused():
+    # the distributed fit computes these arguments; a slip there must not reach the buffers
+    from fastfit import _core
+    model = ff.MLP([3, 4, 5, 2])
+    ws = model.workspace(4, labels=True, deltas=True)
+    with pytest.raises(ValueError, match="k must be a layer index in \\[1, 3\\), got 0"):
+        _core.slice_input_gradient(model._net, ws, 4, 0, 4, 0)
+    with pytest.raises(ValueError, match="k must be a layer index in \\[0, 3\\), got 3"):
+        _core.rows_weight_gradient(model._net, ws, 4, 0, 4, 3)
+    with pytest.raises(ValueError, match="rows \\[0, 4\\) of a batch of 5 do not fit a workspace of 4"):
+        _core.rows_weight_gradient(model._net, ws, 5, 0, 4, 0)
+    with pytest.raises(ValueError, match="rows \\[3, 2\\)"):
+        _core.slice_input_gradient(model._net, ws, 4, 3, 2, 1)
+    with pytest.raises(ValueError, match="no deltas buffer"):
+        _core.rows_weight_gradient(model._net, model.workspace(4), 4, 0, 4, 0)
