@@ -68,3 +68,10 @@ def small_matrix_kernels():
         _small_matrix_kernels = (lib.get("internal_api") == "openblas"
                                  and str(lib.get("architecture", "")).lower() in SMALL_MATRIX_KERNEL_SETS)
     return _small_matrix_kernels
+
+
+def few_row_outputs_transposed():
+    """Whether the core forms float32 forward products of few rows as (W H^T)^T
+    (``_core.output_transposed``): measured faster with the same AVX-512 kernel sets only."""
+    return small_matrix_kernels()
+

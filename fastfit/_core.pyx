@@ -185,6 +185,7 @@ cdef struct WorkView:
                                 #   a small forward product's transposed input (input_transposed)
     Py_ssize_t scratch_len      # its length in elements
     bint transpose_small_inputs # BLAS has the small-matrix kernels input_transposed is for
+    bint transpose_few_row_outputs  # BLAS runs (W H^T)^T faster for few rows (output_transposed)
     void *xbuf                  # (capacity, d_0): the gathered inputs
     void *ybuf                  # (capacity, target columns): the gathered float targets
     Py_ssize_t *lbuf            # (capacity,): the gathered integer labels
@@ -202,7 +203,8 @@ cdef class Workspace:
     cdef readonly cnp.ndarray acts, scratch, xbuf, ybuf, lbuf, deltas
 
     def __init__(self, Network net, Py_ssize_t capacity, Py_ssize_t target_cols=0, bint labels=False,
-                 int threads=1, bint transpose_small_inputs=False, bint deltas=False):
+                 int threads=1, bint transpose_small_inputs=False, bint deltas=False,
+                 bint transpose_few_row_outputs=False):
         sizes = net.sizes
         dtype = net.params.dtype
         hidden = sizes[1:len(sizes) - 1]
@@ -218,6 +220,7 @@ cdef class Workspace:
         self.v.scratch = cnp.PyArray_DATA(self.scratch)
         self.v.scratch_len = self.scratch.shape[0]
         self.v.transpose_small_inputs = transpose_small_inputs
+        self.v.transpose_few_row_outputs = transpose_few_row_outputs
         self.v.xbuf = cnp.PyArray_DATA(self.xbuf)
         self.v.ybuf = cnp.PyArray_DATA(self.ybuf)
         self.v.lbuf = <Py_ssize_t *>cnp.PyArray_DATA(self.lbuf)
@@ -239,6 +242,11 @@ cdef class Workspace:
     def transpose_small_inputs(self):
         """Whether small forward products read their input transposed (see input_transposed)."""
         return self.v.transpose_small_inputs
+
+    @property
+    def transpose_few_row_outputs(self):
+        """Whether float32 forward products of few rows run as (W H^T)^T (see output_transposed)."""
+        return self.v.transpose_few_row_outputs
 
     @property
     def nbytes(self):
@@ -362,6 +370,18 @@ cdef enum:
 
 SMALL_PRODUCT_MAX_MULADDS = SMALL_KERNEL_MAX_MULADDS
 SMALL_PRODUCT_TN_MAX_OUTPUTS = SMALL_KERNEL_TN_MAX_OUTPUTS
+
+cdef enum:
+    # With the same kernels, a float32 forward product past the small-matrix range, of at
+    # most this many rows, whose output is at least FEW_ROWS_OUTPUT_RATIO times wider than
+    # the batch is long, runs faster as F^T = W H^T (then transposed) than as F = H W^T:
+    # 1.06-2.4x at 16-64 rows, widths 256-4096 (docs/design.md, "The training step").
+    # At 128 rows and more it won for some widths and lost up to 24% for others.
+    FEW_ROWS_MAX_ROWS = 64
+    FEW_ROWS_OUTPUT_RATIO = 8
+
+FEW_ROWS_PRODUCT_MAX_ROWS = FEW_ROWS_MAX_ROWS
+FEW_ROWS_PRODUCT_OUTPUT_RATIO = FEW_ROWS_OUTPUT_RATIO
 
 
 cdef inline void one_gemm(bint trans_a, bint trans_b, int M, int N, int K,
@@ -493,14 +513,27 @@ cdef inline bint input_transposed(const WorkView *ws, Py_ssize_t B, int d_in, in
             and <double>B * d_in * d_out <= SMALL_KERNEL_MAX_MULADDS and B * d_in <= ws.scratch_len)
 
 
+cdef inline bint output_transposed(const WorkView *ws, Py_ssize_t B, int d_in, int d_out) noexcept nogil:
+    """Whether the float32 forward product is formed as F^T = W H^T (d_out, B) in the scratch
+    buffer and transposed into F: for a batch of few rows against a wide output, past the
+    small-matrix range, where BLAS has the kernels this was measured with. (float64 gained
+    at some shapes and lost at others: it keeps H W^T.)"""
+    return (ws.transpose_few_row_outputs and B <= FEW_ROWS_MAX_ROWS and d_out >= FEW_ROWS_OUTPUT_RATIO * B
+            and <double>B * d_in * d_out > SMALL_KERNEL_MAX_MULADDS and B * d_out <= ws.scratch_len)
+
+
 cdef inline void forward_product(const floating *H, Py_ssize_t B, const floating *W, int d_in, int d_out,
                                  floating *F, const WorkView *ws) noexcept nogil:
-    """F (B, d_out) = H (B, d_in) W^T, from H^T (written into the scratch buffer) where
-    input_transposed says BLAS runs that layout faster."""
-    cdef floating *HT = <floating *>ws.scratch
+    """F (B, d_out) = H (B, d_in) W^T; from H^T (written into the scratch buffer) where
+    input_transposed says BLAS runs that layout faster, or as (W H^T)^T where
+    output_transposed does (F^T in the scratch buffer)."""
+    cdef floating *scratch = <floating *>ws.scratch
     if input_transposed(ws, B, d_in, d_out):
-        transpose(H, B, d_in, HT)
-        gemm(True, True, <int>B, d_out, d_in, HT, <int>B, W, d_in, F, d_out, ws.threads)
+        transpose(H, B, d_in, scratch)
+        gemm(True, True, <int>B, d_out, d_in, scratch, <int>B, W, d_in, F, d_out, ws.threads)
+    elif floating is float and output_transposed(ws, B, d_in, d_out):
+        gemm(False, True, d_out, <int>B, d_in, W, d_in, H, d_in, scratch, <int>B, ws.threads)
+        transpose(scratch, d_out, B, F)
     else:
         gemm(False, True, <int>B, d_out, d_in, H, d_in, W, d_in, F, d_out, ws.threads)
 

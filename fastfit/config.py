@@ -24,6 +24,7 @@ def blas_info():
         "auto_threads_max": _threads.allowed_threads(),
         "loop_clone": _cpu.loop_clone(),
         "small_forward_transposed": _blas_select.small_matrix_kernels(),
+        "few_row_forward_transposed": _blas_select.few_row_outputs_transposed(),
         "scipy_blas": scipy_blas,
         "all_blas": [lib for lib in libs if lib.get("user_api") == "blas"],
     }
@@ -48,6 +49,13 @@ def show_config(file=None):
     else:
         print("small forward products: as they come (this BLAS has no small-matrix kernels to pick a "
               "layout for)", file=file)
+    if info["few_row_forward_transposed"]:
+        print(f"float32 forward products of at most {_core.FEW_ROWS_PRODUCT_MAX_ROWS} rows, past that range, with "
+              f"outputs at least {_core.FEW_ROWS_PRODUCT_OUTPUT_RATIO} times wider than the rows: formed as "
+              "(W H^T)^T, the layout these kernels run faster there", file=file)
+    else:
+        print("forward products of few rows: as H W^T (the transposed form was measured faster only with "
+              "OpenBLAS's AVX-512 kernels)", file=file)
     print(f"element-wise passes, losses and optimizer updates: fastfit's C loops, {info['loop_clone']} "
           "version (the loader's choice for this CPU)", file=file)
     print(f"fastfit's own threads (large products and optimizer updates): {info['own_threads']} started "

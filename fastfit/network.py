@@ -217,7 +217,8 @@ class MLP:
         whose large products are split across ``threads`` of fastfit's threads; ``deltas`` adds a
         buffer that keeps dL/dF apart from the activations (the distributed factor exchange)."""
         return _core.Workspace(self._net, capacity, target_cols, labels, threads,
-                               transpose_small_inputs=_blas_select.small_matrix_kernels(), deltas=deltas)
+                               transpose_small_inputs=_blas_select.small_matrix_kernels(), deltas=deltas,
+                               transpose_few_row_outputs=_blas_select.few_row_outputs_transposed())
 
     def _output(self, ws, rows):
         start = self._net.output_offset(rows)

@@ -360,6 +360,37 @@ def test_small_forward_products_from_the_transposed_input_equal_the_reference(si
     assert_matches(fast.forward(X[:batch]), slow.forward(X[:batch]), dtype, "forward")
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("transposed", [True, False])
+@pytest.mark.parametrize("sizes, batch", [([40, 256, 256, 10], 16), ([30, 300, 290, 7], 13)])
+def test_forward_products_of_few_rows_formed_transposed_equal_the_reference(sizes, batch, dtype, transposed,
+                                                                             monkeypatch):
+    """Where BLAS runs it faster, a float32 forward product of a few rows against a wide output is
+    formed as F^T = W H^T in the scratch buffer and transposed into F. Batch 16 of [40, 256, 256, 10]
+    takes that path in the second hidden layer (at 2 threads split into shares by F^T's rows); batch
+    13 of [30, 300, 290, 7] (and its last batch, of 5 rows) has outputs whose sides are not
+    multiples of the transpose's tiles. float64 keeps H W^T. Either way the fit equals the
+    reference at 1 and 2 threads, and so does the step API's forward."""
+    monkeypatch.setattr(ff._blas_select, "few_row_outputs_transposed", lambda: transposed)
+    for B, d_in, d_out in ((batch, sizes[1], sizes[2]),):  # the path's conditions hold for the second layer
+        assert B <= ff._core.FEW_ROWS_PRODUCT_MAX_ROWS and d_out >= ff._core.FEW_ROWS_PRODUCT_OUTPUT_RATIO * B
+        assert B * d_in * d_out > ff._core.SMALL_PRODUCT_MAX_MULADDS
+        assert 2 * B * d_in * d_out >= ff._core.PRODUCT_SPLIT_MIN_FLOPS
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((96, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], size=96)
+    slow = ref.MLP(sizes, dtype=dtype, seed=5)
+    ref.fit(slow, X, y, loss=ref.SoftmaxCrossEntropy(), optimizer=optimizer_pair("momentum")[1], batch_size=batch,
+            epochs=2, seed=0)
+    for n in (1, 2):
+        fast = ff.MLP(sizes, dtype=dtype, seed=5)
+        assert fast.workspace(batch).transpose_few_row_outputs == transposed
+        ff.fit(fast, X, y, loss=ff.SoftmaxCrossEntropy(), optimizer=optimizer_pair("momentum")[0], batch_size=batch,
+               epochs=2, seed=0, n_threads=n)
+        assert_matches(fast.params, slow.params, dtype, f"{n} threads")
+    assert_matches(fast.forward(X[:batch]), slow.forward(X[:batch]), dtype, "forward")
+
+
 def test_the_step_api_splits_large_updates_too(rng):
     """forward, backward and opt.step on a large model and batch equal the reference (the products
     and the update take the thread team's paths wherever there are two cores)."""
