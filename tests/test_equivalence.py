@@ -345,15 +345,21 @@ def test_small_forward_products_from_the_transposed_input_equal_the_reference(si
     of the transpose's 16 x 16 tiles. Either way the fit equals the reference, at 1 and 2
     threads, and so does the step API's forward."""
     monkeypatch.setattr(ff._blas_select, "_small_matrix_kernels", transposed)
-    rng = np.random.default_rng(11)
+    assert ff.MLP(sizes, dtype=dtype).workspace(batch).transpose_small_inputs == transposed
+    _fits_at_1_and_2_threads_equal_the_reference(sizes, batch, dtype, seed=4)
+
+
+def _fits_at_1_and_2_threads_equal_the_reference(sizes, batch, dtype, seed):
+    """Two epochs of SGD with momentum, at 1 and 2 threads, against the reference; then the step
+    API's forward of one batch."""
+    rng = np.random.default_rng(seed + 7)
     X = rng.standard_normal((96, sizes[0])).astype(dtype)
-    y = rng.integers(0, 10, size=96)
-    slow = ref.MLP(sizes, dtype=dtype, seed=4)
+    y = rng.integers(0, sizes[-1], size=96)
+    slow = ref.MLP(sizes, dtype=dtype, seed=seed)
     ref.fit(slow, X, y, loss=ref.SoftmaxCrossEntropy(), optimizer=optimizer_pair("momentum")[1], batch_size=batch,
             epochs=2, seed=0)
     for n in (1, 2):
-        fast = ff.MLP(sizes, dtype=dtype, seed=4)
-        assert fast.workspace(batch).transpose_small_inputs == transposed
+        fast = ff.MLP(sizes, dtype=dtype, seed=seed)
         ff.fit(fast, X, y, loss=ff.SoftmaxCrossEntropy(), optimizer=optimizer_pair("momentum")[0], batch_size=batch,
                epochs=2, seed=0, n_threads=n)
         assert_matches(fast.params, slow.params, dtype, f"{n} threads")
@@ -372,23 +378,12 @@ def test_forward_products_of_few_rows_formed_transposed_equal_the_reference(size
     multiples of the transpose's tiles. float64 keeps H W^T. Either way the fit equals the
     reference at 1 and 2 threads, and so does the step API's forward."""
     monkeypatch.setattr(ff._blas_select, "few_row_outputs_transposed", lambda: transposed)
-    for B, d_in, d_out in ((batch, sizes[1], sizes[2]),):  # the path's conditions hold for the second layer
-        assert B <= ff._core.FEW_ROWS_PRODUCT_MAX_ROWS and d_out >= ff._core.FEW_ROWS_PRODUCT_OUTPUT_RATIO * B
-        assert B * d_in * d_out > ff._core.SMALL_PRODUCT_MAX_MULADDS
-        assert 2 * B * d_in * d_out >= ff._core.PRODUCT_SPLIT_MIN_FLOPS
-    rng = np.random.default_rng(12)
-    X = rng.standard_normal((96, sizes[0])).astype(dtype)
-    y = rng.integers(0, sizes[-1], size=96)
-    slow = ref.MLP(sizes, dtype=dtype, seed=5)
-    ref.fit(slow, X, y, loss=ref.SoftmaxCrossEntropy(), optimizer=optimizer_pair("momentum")[1], batch_size=batch,
-            epochs=2, seed=0)
-    for n in (1, 2):
-        fast = ff.MLP(sizes, dtype=dtype, seed=5)
-        assert fast.workspace(batch).transpose_few_row_outputs == transposed
-        ff.fit(fast, X, y, loss=ff.SoftmaxCrossEntropy(), optimizer=optimizer_pair("momentum")[0], batch_size=batch,
-               epochs=2, seed=0, n_threads=n)
-        assert_matches(fast.params, slow.params, dtype, f"{n} threads")
-    assert_matches(fast.forward(X[:batch]), slow.forward(X[:batch]), dtype, "forward")
+    d_in, d_out = sizes[1], sizes[2]  # the second layer meets the path's conditions
+    assert batch <= ff._core.FEW_ROWS_PRODUCT_MAX_ROWS and d_out >= ff._core.FEW_ROWS_PRODUCT_OUTPUT_RATIO * batch
+    assert batch * d_in * d_out > ff._core.SMALL_PRODUCT_MAX_MULADDS
+    assert 2 * batch * d_in * d_out >= ff._core.PRODUCT_SPLIT_MIN_FLOPS
+    assert ff.MLP(sizes, dtype=dtype).workspace(batch).transpose_few_row_outputs == transposed
+    _fits_at_1_and_2_threads_equal_the_reference(sizes, batch, dtype, seed=5)
 
 
 def test_the_step_api_splits_large_updates_too(rng):
