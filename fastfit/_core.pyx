@@ -375,7 +375,8 @@ cdef enum:
     # With the same kernels, a float32 forward product past the small-matrix range, of at
     # most this many rows, whose output is at least FEW_ROWS_OUTPUT_RATIO times wider than
     # the batch is long, runs faster as F^T = W H^T (then transposed) than as F = H W^T:
-    # 1.06-2.4x at 16-64 rows, widths 256-4096 (docs/design.md, "The training step").
+    # 1.07-2.4x at 16-64 rows, widths 256-4096, at all shapes measured but one, 4% slower
+    # (docs/design.md, "The training step").
     # At 128 rows and more it won for some widths and lost up to 24% for others.
     FEW_ROWS_MAX_ROWS = 64
     FEW_ROWS_OUTPUT_RATIO = 8
