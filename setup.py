@@ -34,7 +34,8 @@ extra_link.append("-pthread")
 extensions = [
     Extension("fastfit._cpu", ["fastfit/_cpu.pyx", "csrc/cpu_features.c"],
               include_dirs=["csrc"], extra_compile_args=["-O2"]),
-    Extension("fastfit._core", ["fastfit/_core.pyx", "csrc/kernels.c", "csrc/team.c"],
+    Extension("fastfit._core", ["fastfit/_core.pyx", "csrc/kernels.c", "csrc/team.c", "csrc/gemm.c",
+                                "csrc/cpu_features.c"],
               depends=sorted(glob.glob("csrc/*.h")),  # a changed header rebuilds the core
               include_dirs=["csrc", numpy.get_include()],
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

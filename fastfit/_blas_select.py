@@ -75,3 +75,32 @@ def few_row_outputs_transposed():
     (``_core.output_transposed``): measured faster with the same AVX-512 kernel sets only."""
     return small_matrix_kernels()
 
+
+
+#: Values of FASTFIT_PRODUCTS that keep every product on SciPy's BLAS.
+_BLAS_ONLY = ("blas", "scipy", "openblas")
+
+_own_products = None
+
+
+def own_products():
+    """(used, reason): whether float32 products past BLAS's small-matrix range run on
+    fastfit's own AVX-512 product (csrc/gemm.c) rather than SciPy's BLAS, and why (asked once).
+
+    It is used wherever the CPU and the operating system run AVX-512, unless
+    FASTFIT_PRODUCTS=blas asks for SciPy's BLAS for every product."""
+    global _own_products
+    if _own_products is None:
+        from . import _core
+        choice = os.environ.get("FASTFIT_PRODUCTS", "").strip().lower()
+        if choice in _BLAS_ONLY:
+            _own_products = (False, f"FASTFIT_PRODUCTS={choice} asks for SciPy's BLAS for every product")
+        elif choice not in ("", "auto", "own", "fastfit"):
+            _own_products = (False, f"FASTFIT_PRODUCTS={choice!r} is not one of auto, own, blas; "
+                                    "SciPy's BLAS for every product")
+        elif not _core.own_products_usable():
+            _own_products = (False, "this build, CPU or operating system cannot run fastfit's AVX-512 "
+                                    "product; SciPy's BLAS for every product")
+        else:
+            _own_products = (True, "the CPU and the operating system run AVX-512")
+    return _own_products

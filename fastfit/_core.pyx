@@ -54,6 +54,12 @@ cdef extern from "codes.h":
         FF_ADAM
         FF_NORMALIZED
 
+cdef extern from "gemm.h" nogil:
+    enum: FF_SGEMM_PACK_FLOATS
+    int ff_sgemm_usable()
+    void ff_sgemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
+                  const float *B, int ldb, float *C, int ldc, float *pack)
+
 cdef extern from "kernels.h" nogil:
     ctypedef struct ff_rule:
         int kind
@@ -186,6 +192,8 @@ cdef struct WorkView:
     Py_ssize_t scratch_len      # its length in elements
     bint transpose_small_inputs # BLAS has the small-matrix kernels input_transposed is for
     bint transpose_few_row_outputs  # BLAS runs (W H^T)^T faster for few rows (output_transposed)
+    float *pack                 # (threads * FF_SGEMM_PACK_FLOATS,): each thread's packing buffer for
+                                #   fastfit's own float32 products (own_product), or NULL: BLAS for all
     void *xbuf                  # (capacity, d_0): the gathered inputs
     void *ybuf                  # (capacity, target columns): the gathered float targets
     Py_ssize_t *lbuf            # (capacity,): the gathered integer labels
@@ -200,13 +208,21 @@ cdef class Workspace:
     cdef WorkView v
     cdef readonly Py_ssize_t capacity
     cdef readonly Py_ssize_t rows_in_use  # the rows gradient_head last worked on
-    cdef readonly cnp.ndarray acts, scratch, xbuf, ybuf, lbuf, deltas
+    cdef readonly cnp.ndarray acts, scratch, xbuf, ybuf, lbuf, deltas, packing
+    cdef readonly bint own_products
 
     def __init__(self, Network net, Py_ssize_t capacity, Py_ssize_t target_cols=0, bint labels=False,
                  int threads=1, bint transpose_small_inputs=False, bint deltas=False,
-                 bint transpose_few_row_outputs=False):
+                 bint transpose_few_row_outputs=False, bint own_products=False):
         sizes = net.sizes
         dtype = net.params.dtype
+        if own_products and not ff_sgemm_usable():
+            raise ValueError("own_products needs fastfit's AVX-512 product, and this build, CPU "
+                             "or operating system cannot run it")
+        # float64 products are always BLAS's
+        self.own_products = own_products and dtype == np.float32
+        self.packing = np.empty(0, dtype=np.float32)
+        self.v.pack = NULL
         hidden = sizes[1:len(sizes) - 1]
         self.capacity = capacity
         self.acts = np.empty(capacity * net.activation_width, dtype=dtype)
@@ -234,8 +250,14 @@ cdef class Workspace:
 
     @threads.setter
     def threads(self, int n):
+        cdef float *base
         if n < 1:
             raise ValueError(f"threads must be at least 1, got {n}")
+        if self.own_products and self.packing.shape[0] < n * FF_SGEMM_PACK_FLOATS + 16:
+            # one packing buffer per thread, each starting on a 64-byte line
+            self.packing = np.empty(n * FF_SGEMM_PACK_FLOATS + 16, dtype=np.float32)
+            base = <float *>cnp.PyArray_DATA(self.packing)
+            self.v.pack = base + ((64 - <size_t>base % 64) % 64) // 4
         self.v.threads = n
 
     @property
@@ -250,7 +272,8 @@ cdef class Workspace:
 
     @property
     def nbytes(self):
-        return sum(a.nbytes for a in (self.acts, self.scratch, self.xbuf, self.ybuf, self.lbuf, self.deltas))
+        return sum(a.nbytes for a in (self.acts, self.scratch, self.xbuf, self.ybuf, self.lbuf, self.deltas,
+                                      self.packing))
 
 
 cdef struct DataView:
@@ -371,6 +394,23 @@ cdef enum:
 SMALL_PRODUCT_MAX_MULADDS = SMALL_KERNEL_MAX_MULADDS
 SMALL_PRODUCT_TN_MAX_OUTPUTS = SMALL_KERNEL_TN_MAX_OUTPUTS
 
+#: Bytes of packing buffer each thread of a workspace with own_products holds.
+OWN_PRODUCT_PACKING_BYTES = FF_SGEMM_PACK_FLOATS * sizeof(float)
+
+
+def own_products_usable():
+    """Whether this build, CPU and operating system run fastfit's own AVX-512 float32 product."""
+    return bool(ff_sgemm_usable())
+
+
+cdef inline bint own_product(const float *pack, int M, int N, int K) noexcept nogil:
+    """Whether a float32 product runs on fastfit's own AVX-512 product rather than BLAS's:
+    when the workspace has packing buffers (own_products) and the product is past OpenBLAS's
+    small-matrix range, where fastfit's packs its operands as BLAS's general path does and
+    was measured faster at a training step's shapes (docs/design.md, "The products"); below
+    it, BLAS's unpacked small-matrix kernels win."""
+    return pack != NULL and <double>M * N * K > SMALL_KERNEL_MAX_MULADDS
+
 cdef enum:
     # With the same kernels, a float32 forward product past the small-matrix range, of at
     # most this many rows, whose output is at least FEW_ROWS_OUTPUT_RATIO times wider than
@@ -387,8 +427,9 @@ FEW_ROWS_PRODUCT_OUTPUT_RATIO = FEW_ROWS_OUTPUT_RATIO
 
 cdef inline void one_gemm(bint trans_a, bint trans_b, int M, int N, int K,
                        const floating *A, int lda, const floating *B, int ldb,
-                       floating *C, int ldc) noexcept nogil:
-    """Row-major C (M, N) = op(A) @ op(B), where op(X) is X.T when trans_x (C is only written).
+                       floating *C, int ldc, float *pack) noexcept nogil:
+    """Row-major C (M, N) = op(A) @ op(B), where op(X) is X.T when trans_x (C is only written);
+    a float32 one on fastfit's own product when `pack` (this thread's packing buffer) is given.
 
     BLAS is column-major, and a row-major buffer read column-major is the
     transpose. So the row-major C = op(A) op(B) is the column-major
@@ -398,7 +439,9 @@ cdef inline void one_gemm(bint trans_a, bint trans_b, int M, int N, int K,
     cdef char ta = b'T' if trans_b else b'N'
     cdef char tb = b'T' if trans_a else b'N'
     cdef floating one = 1, zero = 0
-    if floating is float:
+    if floating is float and pack != NULL:
+        ff_sgemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, pack)
+    elif floating is float:
         sgemm(&ta, &tb, &N, &M, &K, &one, <float *>B, &ldb, <float *>A, &lda, &zero, C, &ldc)
     else:
         dgemm(&ta, &tb, &N, &M, &K, &one, <double *>B, &ldb, <double *>A, &lda, &zero, C, &ldc)
@@ -411,6 +454,7 @@ cdef struct GemmJob:
     const void *A
     const void *B
     void *C
+    float *pack                 # the workspace's packing buffers (one per share), or NULL
 
 
 cdef inline void share_bounds(int length, int block, int index, int count, int *lo, int *hi) noexcept nogil:
@@ -439,22 +483,24 @@ cdef void gemm_share(void *arg, int index, int count) noexcept nogil:
         c0 = lo
     if hi <= lo:
         return
+    cdef float *pack = job.pack + <Py_ssize_t>index * FF_SGEMM_PACK_FLOATS if job.pack != NULL else NULL
     if job.f64:
         one_gemm(job.trans_a, job.trans_b, M, N, job.K, <const double *>job.A + a0, job.lda,
-                 <const double *>job.B + b0, job.ldb, <double *>job.C + c0, job.ldc)
+                 <const double *>job.B + b0, job.ldb, <double *>job.C + c0, job.ldc, NULL)
     else:
         one_gemm(job.trans_a, job.trans_b, M, N, job.K, <const float *>job.A + a0, job.lda,
-                 <const float *>job.B + b0, job.ldb, <float *>job.C + c0, job.ldc)
+                 <const float *>job.B + b0, job.ldb, <float *>job.C + c0, job.ldc, pack)
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
                       const floating *A, int lda, const floating *B, int ldb,
-                      floating *C, int ldc, int threads) noexcept nogil:
+                      floating *C, int ldc, const WorkView *ws) noexcept nogil:
     """Row-major C (M, N) = op(A) @ op(B) (beta = 0: C is only written).
 
-    A product of at least PRODUCT_SPLIT_MIN_FLOPS is cut into `threads` shares of
+    A product of at least PRODUCT_SPLIT_MIN_FLOPS is cut into `ws.threads` shares of
     C, one per thread of fastfit's team, each one single-threaded BLAS call (BLAS
-    runs at one thread while the core works). The cut runs along C's longer side:
+    runs at one thread while the core works) or one call of fastfit's own product
+    with that thread's packing buffer (one_gemm). The cut runs along C's longer side:
     each share packs the whole of the operand it shares with the others, and
     that is then the smaller one. Every entry of C is still one BLAS dot product
     over all of K, so nothing is added afterwards, and no share reads what
@@ -462,15 +508,17 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
     thread count can change results by rounding).
     """
     cdef GemmJob job
+    cdef float *pack = ws.pack if own_product(ws.pack, M, N, K) else NULL  # the whole product decides
     cdef bint by_rows = M > N
-    cdef int shares = min(threads, (M // SPLIT_MIN_ROWS) if by_rows else (N // SPLIT_MIN_COLUMNS))
+    cdef int shares = min(ws.threads, (M // SPLIT_MIN_ROWS) if by_rows else (N // SPLIT_MIN_COLUMNS))
     if shares > 1 and 2.0 * M * N * K >= SPLIT_MIN_FLOPS:
         job.f64 = floating is double
         job.trans_a, job.trans_b, job.by_rows, job.M, job.N, job.K = trans_a, trans_b, by_rows, M, N, K
         job.A, job.lda, job.B, job.ldb, job.C, job.ldc = A, lda, B, ldb, C, ldc
+        job.pack = pack
         ff_team_run(gemm_share, &job, shares)
     else:
-        one_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc)
+        one_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, pack)
 
 
 cdef inline void bias_act(floating *f, const floating *b, Py_ssize_t rows, Py_ssize_t cols,
@@ -518,8 +566,9 @@ cdef inline bint output_transposed(const WorkView *ws, Py_ssize_t B, int d_in, i
     """Whether the float32 forward product is formed as F^T = W H^T (d_out, B) in the scratch
     buffer and transposed into F: for a batch of few rows against a wide output, past the
     small-matrix range, where BLAS has the kernels this was measured with. (float64 gained
-    at some shapes and lost at others: it keeps H W^T.)"""
-    return (ws.transpose_few_row_outputs and B <= FEW_ROWS_MAX_ROWS and d_out >= FEW_ROWS_OUTPUT_RATIO * B
+    at some shapes and lost at others: it keeps H W^T. fastfit's own product runs H W^T as
+    fast, and takes every product this would: with it, this is never used.)"""
+    return (ws.transpose_few_row_outputs and ws.pack == NULL and B <= FEW_ROWS_MAX_ROWS and d_out >= FEW_ROWS_OUTPUT_RATIO * B
             and <double>B * d_in * d_out > SMALL_KERNEL_MAX_MULADDS and B * d_out <= ws.scratch_len)
 
 
@@ -531,29 +580,29 @@ cdef inline void forward_product(const floating *H, Py_ssize_t B, const floating
     cdef floating *scratch = <floating *>ws.scratch
     if input_transposed(ws, B, d_in, d_out):
         transpose(H, B, d_in, scratch)
-        gemm(True, True, <int>B, d_out, d_in, scratch, <int>B, W, d_in, F, d_out, ws.threads)
+        gemm(True, True, <int>B, d_out, d_in, scratch, <int>B, W, d_in, F, d_out, ws)
     elif floating is float and output_transposed(ws, B, d_in, d_out):
-        gemm(False, True, d_out, <int>B, d_in, W, d_in, H, d_in, scratch, <int>B, ws.threads)
+        gemm(False, True, d_out, <int>B, d_in, W, d_in, H, d_in, scratch, <int>B, ws)
         transpose(scratch, d_out, B, F)
     else:
-        gemm(False, True, <int>B, d_out, d_in, H, d_in, W, d_in, F, d_out, ws.threads)
+        gemm(False, True, <int>B, d_out, d_in, H, d_in, W, d_in, F, d_out, ws)
 
 
 cdef inline void weight_grad_product(const floating *dF, const floating *H, Py_ssize_t B, int d_in,
-                                     int d_out, floating *dW, int threads) noexcept nogil:
+                                     int d_out, floating *dW, const WorkView *ws) noexcept nogil:
     """dW (d_out, d_in) = dF^T H (zero for an empty batch, which BLAS would leave untouched)."""
     cdef Py_ssize_t i
     if B == 0:
         for i in range(<Py_ssize_t>d_in * d_out):
             dW[i] = 0
     else:
-        gemm(True, False, d_out, d_in, <int>B, dF, d_out, H, d_in, dW, d_in, threads)
+        gemm(True, False, d_out, d_in, <int>B, dF, d_out, H, d_in, dW, d_in, ws)
 
 
 cdef inline void input_grad_product(const floating *dF, const floating *W, Py_ssize_t B, int d_in,
-                                    int d_out, floating *dH, int threads) noexcept nogil:
+                                    int d_out, floating *dH, const WorkView *ws) noexcept nogil:
     """dH (B, d_in) = dF W."""
-    gemm(False, False, <int>B, d_in, d_out, dF, d_out, W, d_in, dH, d_in, threads)
+    gemm(False, False, <int>B, d_in, d_out, dF, d_out, W, d_in, dH, d_in, ws)
 
 
 # ---------------------------------------------------------------- forward and backward
@@ -621,7 +670,7 @@ cdef void output_bias_grad(const NetView *net, Py_ssize_t B, floating *acts) noe
 
 
 cdef void backward_layer(const NetView *net, const floating *X, Py_ssize_t B, floating *acts,
-                         floating *scratch, int k, int threads) noexcept nogil:
+                         floating *scratch, int k, const WorkView *ws) noexcept nogil:
     """Layer k of the backward pass, given dF_k in acts (dL/dF_k, written over layer k's output):
 
     dW_k = dF_k^T H_k;  dH_k = dF_k W_k;  dF_{k-1} = 1[H_k > 0] * dH_k, written over H_k
@@ -632,22 +681,22 @@ cdef void backward_layer(const NetView *net, const floating *X, Py_ssize_t B, fl
     cdef int d_in = net.dims[k], d_out = net.dims[k + 1]
     cdef floating *dF = acts + B * net.aoff[k]
     cdef floating *H = <floating *>X if k == 0 else acts + B * net.aoff[k - 1]
-    weight_grad_product(dF, H, B, d_in, d_out, grads + net.woff[k], threads)
+    weight_grad_product(dF, H, B, d_in, d_out, grads + net.woff[k], ws)
     if k > 0:
-        input_grad_product(dF, params + net.woff[k], B, d_in, d_out, scratch, threads)
+        input_grad_product(dF, params + net.woff[k], B, d_in, d_out, scratch, ws)
         mask_colsum(scratch, H, B, d_in, grads + net.boff[k - 1])
 
 
 cdef void backward_pass(const NetView *net, const floating *X, Py_ssize_t B, floating *acts,
                         floating *scratch, const RuleView *rule, const ff_rule *c,
-                        double weight_penalty, int threads) noexcept nogil:
+                        double weight_penalty, const WorkView *ws) noexcept nogil:
     """Gradients of every W_k, b_k from dL/dF_L (already in the output slot of acts), layer by
     layer from the last. With a rule (rule != NULL), layer k is updated as soon as its
     gradient is final and W_k has served dH_k."""
     cdef int k
     output_bias_grad(net, B, acts)
     for k in range(net.L - 1, -1, -1):
-        backward_layer(net, X, B, acts, scratch, k, threads)
+        backward_layer(net, X, B, acts, scratch, k, ws)
         if rule != NULL:
             update_layer(net, rule, c, k, weight_penalty)
 
@@ -747,7 +796,7 @@ cdef double batch_gradient_typed(const NetView *net, const WorkView *ws, const D
         return total
     if loss.l2 != 0:  # d/dW of (l2/2) ||W||^2, scaled as the loss is
         penalty = loss.l2 * scale
-    backward_pass(net, <floating *>ws.xbuf, B, acts, <floating *>ws.scratch, rule, c, penalty, ws.threads)
+    backward_pass(net, <floating *>ws.xbuf, B, acts, <floating *>ws.scratch, rule, c, penalty, ws)
     return total
 
 
@@ -827,10 +876,10 @@ def gradient_layer(Network net, Workspace ws, int k):
     with nogil:
         if net.v.f64:
             backward_layer(&net.v, <double *>ws.v.xbuf, B, <double *>ws.v.acts, <double *>ws.v.scratch, k,
-                           ws.v.threads)
+                           &ws.v)
         else:
             backward_layer(&net.v, <float *>ws.v.xbuf, B, <float *>ws.v.acts, <float *>ws.v.scratch, k,
-                           ws.v.threads)
+                           &ws.v)
 
 
 def update(Network net, UpdateRule rule, double lr, double lr_next, long long t, double weight_penalty,
@@ -971,7 +1020,7 @@ cdef void slice_input_gradient_typed(const NetView *net, const WorkView *ws, Py_
     if hi == lo:
         return
     input_grad_product(dF, <const floating *>net.params + net.woff[k], hi - lo, d_in, d_out, dF_below,
-                       ws.threads)
+                       ws)
     if floating is float:
         ff_relu_mask_f32(H, dF_below, (hi - lo) * d_in)
     else:
@@ -997,7 +1046,7 @@ cdef void rows_weight_gradient_typed(const NetView *net, const WorkView *ws, Py_
     cdef const floating *H = ((<floating *>ws.xbuf if k == 0 else <floating *>ws.acts + B * net.aoff[k - 1])
                               + lo * d_in)
     cdef floating *grads = <floating *>net.grads
-    weight_grad_product(dF, H, hi - lo, d_in, d_out, grads + net.woff[k], ws.threads)
+    weight_grad_product(dF, H, hi - lo, d_in, d_out, grads + net.woff[k], ws)
     colsum(dF, hi - lo, d_out, grads + net.boff[k])  # zeros for no rows
 
 
@@ -1015,7 +1064,7 @@ def backward(Network net, const floating[:, ::1] X, Workspace ws):
     dL/dF_L must already be in the output slot of ws.acts. Spends the activations."""
     with nogil:
         backward_pass(&net.v, &X[0, 0] if X.shape[0] > 0 else NULL, X.shape[0],
-                      <floating *>ws.v.acts, <floating *>ws.v.scratch, NULL, NULL, 0.0, ws.v.threads)
+                      <floating *>ws.v.acts, <floating *>ws.v.scratch, NULL, NULL, 0.0, &ws.v)
 
 
 def loss_value_and_grad(int kind, double scale, const floating[:, ::1] out,
@@ -1031,3 +1080,38 @@ def loss_value_and_grad(int kind, double scale, const floating[:, ::1] out,
                               &Y[0, 0] if Y.shape[0] > 0 else NULL,
                               &labels[0] if labels.shape[0] > 0 else NULL, &grad[0, 0], &hits)
     return total
+
+
+def product(const floating[:, ::1] A, const floating[:, ::1] B, bint trans_a, bint trans_b, int threads=1,
+            bint own=False):
+    """op(A) @ op(B) as a new array, through the core's own product path (gemm): split across
+    ``threads`` shares where it is large enough, and on fastfit's own product where ``own`` and
+    own_product say so. For tests, which hold each path against NumPy."""
+    cdef int M = A.shape[1] if trans_a else A.shape[0]
+    cdef int K = A.shape[0] if trans_a else A.shape[1]
+    cdef int N = B.shape[0] if trans_b else B.shape[1]
+    cdef WorkView ws
+    cdef float *base
+    if (B.shape[1] if trans_b else B.shape[0]) != K:
+        raise ValueError(f"op(A) has {K} columns but op(B) has {B.shape[1] if trans_b else B.shape[0]} rows")
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    if own and not ff_sgemm_usable():
+        raise ValueError("own=True needs fastfit's AVX-512 product, which cannot run here")
+    C = np.empty((M, N), dtype=np.float32 if floating is float else np.float64)
+    cdef floating[:, ::1] c = C
+    packing = np.empty(threads * FF_SGEMM_PACK_FLOATS + 16 if own else 0, dtype=np.float32)
+    ws.threads = threads
+    ws.pack = NULL
+    if own:
+        base = <float *>cnp.PyArray_DATA(packing)
+        ws.pack = base + ((64 - <size_t>base % 64) % 64) // 4
+    if K == 0:
+        C[...] = 0
+        return C
+    if M == 0 or N == 0:
+        return C
+    with nogil:
+        gemm(trans_a, trans_b, M, N, K, &A[0, 0] if A.shape[0] * A.shape[1] > 0 else NULL, <int>A.shape[1],
+             &B[0, 0] if B.shape[0] * B.shape[1] > 0 else NULL, <int>B.shape[1], &c[0, 0], N, &ws)
+    return C

@@ -218,7 +218,8 @@ class MLP:
         buffer that keeps dL/dF apart from the activations (the distributed factor exchange)."""
         return _core.Workspace(self._net, capacity, target_cols, labels, threads,
                                transpose_small_inputs=_blas_select.small_matrix_kernels(), deltas=deltas,
-                               transpose_few_row_outputs=_blas_select.few_row_outputs_transposed())
+                               transpose_few_row_outputs=_blas_select.few_row_outputs_transposed(),
+                               own_products=_blas_select.own_products()[0])
 
     def _output(self, ws, rows):
         start = self._net.output_offset(rows)
