@@ -31,6 +31,7 @@
 #include "tile16.h"
 
 #define FF_NV (FF_NR / 16) /* vectors per row of a tile */
+_Static_assert(FF_NR == 32 && FF_MR == 8, "the micro-kernel and the packing are written for 8 x 32 tiles");
 #define AVX512 __attribute__((target("avx512f")))
 
 int ff_sgemm_usable(void)
@@ -87,9 +88,27 @@ static AVX512 void micro_kernel(int nr, int kc, const float *a, const float *b, 
 /* op(A)'s rows [0, mc) and columns [0, kc) into panels of FF_MR rows: panel p holds
  * element (p*FF_MR + i, k) at p*FF_MR*kc + k*FF_MR + i, zero past mc. op(A)'s element
  * (i, k) is a[i*rs + k*cs]. */
-static void pack_a(int mc, int kc, const float *a, size_t rs, size_t cs, float *dst)
+static AVX512 void pack_a(int mc, int kc, const float *a, size_t rs, size_t cs, float *dst)
 {
-    for (int i0 = 0; i0 < mc; i0 += FF_MR, dst += (size_t)FF_MR * kc) {
+    int i0 = 0;
+    if (cs == 1) {               /* rows of A: two panels at a time through 16 x 16 tiles */
+        float tile[16 * 16] __attribute__((aligned(64)));
+        int k16 = kc / 16 * 16;
+        for (; i0 + 2 * FF_MR <= mc; i0 += 2 * FF_MR, dst += (size_t)2 * FF_MR * kc) {
+            float *upper = dst, *lower = dst + (size_t)FF_MR * kc;
+            for (int k0 = 0; k0 < k16; k0 += 16) {
+                transpose_tile_16x16(a + (size_t)i0 * rs + k0, rs, tile, 16);
+                for (int k = 0; k < 16; k++) {
+                    _mm256_store_ps(upper + (k0 + k) * FF_MR, _mm256_load_ps(tile + 16 * k));
+                    _mm256_store_ps(lower + (k0 + k) * FF_MR, _mm256_load_ps(tile + 16 * k + 8));
+                }
+            }
+            for (int i = 0; i < 2 * FF_MR; i++)
+                for (int k = k16; k < kc; k++)
+                    (i < FF_MR ? upper : lower)[k * FF_MR + i % FF_MR] = a[(size_t)(i0 + i) * rs + k];
+        }
+    }
+    for (; i0 < mc; i0 += FF_MR, dst += (size_t)FF_MR * kc) {
         int mr = mc - i0 < FF_MR ? mc - i0 : FF_MR;
         if (cs == 1) {           /* rows of A: each row of the panel scattered down a column */
             for (int i = 0; i < mr; i++) {
@@ -119,9 +138,12 @@ static AVX512 void pack_b(int kc, int nc, const float *b, size_t rs, size_t cs, 
         int nr = nc - j0 < FF_NR ? nc - j0 : FF_NR;
         int k16 = 0;
         if (cs == 1) {           /* rows of B: a row of the panel is a piece of a row */
+            __mmask16 lo = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
+            __mmask16 hi = (__mmask16)(nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (1u << (nr - 16)) - 1);
             for (int k = 0; k < kc; k++) {
-                memcpy(dst + k * FF_NR, b + (size_t)k * rs + j0, nr * sizeof(float));
-                memset(dst + k * FF_NR + nr, 0, (FF_NR - nr) * sizeof(float));
+                const float *row = b + (size_t)k * rs + j0;
+                _mm512_store_ps(dst + k * FF_NR, _mm512_maskz_loadu_ps(lo, row));
+                _mm512_store_ps(dst + k * FF_NR + 16, _mm512_maskz_loadu_ps(hi, row + 16));
             }
             continue;
         }
