@@ -36,7 +36,11 @@ _Static_assert(FF_NR == 32 && FF_MR == 8, "the micro-kernel and the packing are 
 
 int ff_sgemm_usable(void)
 {
-    return fastfit_avx512_usable();
+    /* asked once: CPUID leaves a virtual machine for the hypervisor, microseconds each */
+    static int usable = -1;
+    if (usable < 0)
+        usable = fastfit_avx512_usable();
+    return usable;
 }
 
 /* The tile c (FF_MR rows of ldc) = (or += when accumulate) the a panel (kc x FF_MR,

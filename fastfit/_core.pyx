@@ -219,8 +219,7 @@ cdef class Workspace:
         if own_products and not ff_sgemm_usable():
             raise ValueError("own_products needs fastfit's AVX-512 product, and this build, CPU "
                              "or operating system cannot run it")
-        # float64 products are always BLAS's
-        self.own_products = own_products and dtype == np.float32
+        self.own_products = own_products and uses_own_products(net.sizes, capacity, dtype)
         self.packing = np.empty(0, dtype=np.float32)
         self.v.pack = NULL
         hidden = sizes[1:len(sizes) - 1]
@@ -403,13 +402,41 @@ def own_products_usable():
     return bool(ff_sgemm_usable())
 
 
+def takes_own_product(int M, int N, int K):
+    """Whether a float32 product of op(A) (M, K) by op(B) (K, N) runs on fastfit's own product
+    in a workspace that has it (see own_product)."""
+    cdef float one_float = 0
+    return own_product(&one_float, M, N, K)
+
+
+def uses_own_products(sizes, Py_ssize_t rows, dtype):
+    """Whether a network of these layer sizes, working batches of up to ``rows`` rows, has a
+    product for fastfit's own (see own_product): float32 only, past the small-matrix range and
+    no side too narrow (each product of layer k has the sides rows, d_k and d_{k+1}). Only then
+    does a workspace hold packing buffers."""
+    return np.dtype(dtype) == np.float32 and any(
+        <double>rows * d_in * d_out > SMALL_KERNEL_MAX_MULADDS and min(rows, d_in, d_out) >= OWN_PRODUCT_MIN_SIDE
+        for d_in, d_out in zip(sizes, sizes[1:]))
+
+
+cdef enum:
+    # fastfit's own product needs this much of each side of a product to beat BLAS: narrower
+    # ones (a 10-class output layer's three products) fill its 8 x 32 tiles and 16-wide vectors
+    # only in part, and ran 1.2-3.5x slower than BLAS at two threads (docs/design.md, "The products").
+    OWN_PRODUCT_MIN_SIDE = 16
+
+OWN_PRODUCT_MIN_SIDE_LENGTH = OWN_PRODUCT_MIN_SIDE
+
+
 cdef inline bint own_product(const float *pack, int M, int N, int K) noexcept nogil:
     """Whether a float32 product runs on fastfit's own AVX-512 product rather than BLAS's:
-    when the workspace has packing buffers (own_products) and the product is past OpenBLAS's
+    when the workspace has packing buffers (own_products), the product is past OpenBLAS's
     small-matrix range, where fastfit's packs its operands as BLAS's general path does and
-    was measured faster at a training step's shapes (docs/design.md, "The products"); below
-    it, BLAS's unpacked small-matrix kernels win."""
-    return pack != NULL and <double>M * N * K > SMALL_KERNEL_MAX_MULADDS
+    was measured faster at a training step's shapes (docs/design.md, "The products"), and no
+    side is narrower than OWN_PRODUCT_MIN_SIDE; below that range BLAS's unpacked
+    small-matrix kernels win."""
+    return (pack != NULL and <double>M * N * K > SMALL_KERNEL_MAX_MULADDS
+            and M >= OWN_PRODUCT_MIN_SIDE and N >= OWN_PRODUCT_MIN_SIDE and K >= OWN_PRODUCT_MIN_SIDE)
 
 cdef enum:
     # With the same kernels, a float32 forward product past the small-matrix range, of at
@@ -566,9 +593,10 @@ cdef inline bint output_transposed(const WorkView *ws, Py_ssize_t B, int d_in, i
     """Whether the float32 forward product is formed as F^T = W H^T (d_out, B) in the scratch
     buffer and transposed into F: for a batch of few rows against a wide output, past the
     small-matrix range, where BLAS has the kernels this was measured with. (float64 gained
-    at some shapes and lost at others: it keeps H W^T. fastfit's own product runs H W^T as
-    fast, and takes every product this would: with it, this is never used.)"""
-    return (ws.transpose_few_row_outputs and ws.pack == NULL and B <= FEW_ROWS_MAX_ROWS and d_out >= FEW_ROWS_OUTPUT_RATIO * B
+    at some shapes and lost at others: it keeps H W^T. Where fastfit's own product takes H W^T,
+    it runs it as fast, and this is not used.)"""
+    return (ws.transpose_few_row_outputs and not own_product(ws.pack, <int>B, d_out, d_in)
+            and B <= FEW_ROWS_MAX_ROWS and d_out >= FEW_ROWS_OUTPUT_RATIO * B
             and <double>B * d_in * d_out > SMALL_KERNEL_MAX_MULADDS and B * d_out <= ws.scratch_len)
 
 
@@ -1083,24 +1111,37 @@ def loss_value_and_grad(int kind, double scale, const floating[:, ::1] out,
 
 
 def product(const floating[:, ::1] A, const floating[:, ::1] B, bint trans_a, bint trans_b, int threads=1,
-            bint own=False):
-    """op(A) @ op(B) as a new array, through the core's own product path (gemm): split across
-    ``threads`` shares where it is large enough, and on fastfit's own product where ``own`` and
-    own_product say so. For tests, which hold each path against NumPy."""
+            bint own=False, out=None, packing=None):
+    """op(A) @ op(B) through the core's own product path (gemm): split across ``threads``
+    shares where it is large enough, and on fastfit's own product where ``own`` and own_product
+    say so. Into ``out`` (C-contiguous, (M, N), A's dtype) when given, else a new array, which
+    is returned; ``packing``: float32 packing buffers to reuse (threads * OWN_PRODUCT_PACKING_BYTES
+    and 64 bytes more), else new ones. For tests, which hold each path against NumPy, and for
+    the benchmarks' product timings."""
     cdef int M = A.shape[1] if trans_a else A.shape[0]
     cdef int K = A.shape[0] if trans_a else A.shape[1]
     cdef int N = B.shape[0] if trans_b else B.shape[1]
     cdef WorkView ws
     cdef float *base
+    cdef floating[:, ::1] c
     if (B.shape[1] if trans_b else B.shape[0]) != K:
         raise ValueError(f"op(A) has {K} columns but op(B) has {B.shape[1] if trans_b else B.shape[0]} rows")
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     if own and not ff_sgemm_usable():
         raise ValueError("own=True needs fastfit's AVX-512 product, which cannot run here")
-    C = np.empty((M, N), dtype=np.float32 if floating is float else np.float64)
-    cdef floating[:, ::1] c = C
-    packing = np.empty(threads * FF_SGEMM_PACK_FLOATS + 16 if own else 0, dtype=np.float32)
+    dtype = np.float32 if floating is float else np.float64
+    C = np.empty((M, N), dtype=dtype) if out is None else out
+    if not (isinstance(C, np.ndarray) and C.shape == (M, N) and C.dtype == dtype and C.flags.c_contiguous
+            and C.flags.writeable):
+        raise ValueError(f"out must be a writable C-contiguous {np.dtype(dtype).name} array of shape {(M, N)}")
+    c = C
+    need = threads * FF_SGEMM_PACK_FLOATS + 16 if own else 0
+    if packing is None:
+        packing = np.empty(need, dtype=np.float32)
+    if not (isinstance(packing, np.ndarray) and packing.dtype == np.float32 and packing.ndim == 1
+            and packing.flags.c_contiguous and packing.flags.writeable and packing.shape[0] >= need):
+        raise ValueError(f"packing must be a writable contiguous float32 array of at least {need} entries")
     ws.threads = threads
     ws.pack = NULL
     if own:

@@ -23,6 +23,8 @@ def blas_info():
         "cpu_count": _threads.cpu_count(),
         "auto_threads_max": _threads.allowed_threads(),
         "loop_clone": _cpu.loop_clone(),
+        "own_products": _blas_select.own_products()[0],
+        "own_products_reason": _blas_select.own_products()[1],
         "small_forward_transposed": _blas_select.small_matrix_kernels(),
         "few_row_forward_transposed": _blas_select.few_row_outputs_transposed(),
         "scipy_blas": scipy_blas,
@@ -38,10 +40,17 @@ def show_config(file=None):
     print(f"cores available: {info['cpu_count']}; automatic thread count at most "
           f"{info['auto_threads_max']} (the cores, and never above SciPy's BLAS count before fastfit)", file=file)
     print(f"kernel choice at import: {info['kernel_decision']}", file=file)
-    print(f"matrix products (forward, weight and input gradients): SciPy's BLAS (sgemm/dgemm; fastfit "
-          f"ships no GEMM of its own), at one thread while fastfit works; a product of at least "
-          f"{_core.PRODUCT_SPLIT_MIN_FLOPS / 1e6:.1f} MFLOP is cut into shares of its output (along the "
-          f"longer side) across fastfit's threads, one BLAS call each", file=file)
+    if info["own_products"]:
+        print(f"float32 matrix products past {_core.SMALL_PRODUCT_MAX_MULADDS:.0e} multiply-adds: fastfit's own "
+              f"(csrc/gemm.c: AVX-512, packed, 8 x 32 register tiles), because {info['own_products_reason']} "
+              "(FASTFIT_PRODUCTS=blas keeps SciPy's BLAS); smaller ones and every float64 product: SciPy's "
+              "BLAS (sgemm/dgemm), whose small-matrix kernels skip packing", file=file)
+    else:
+        print(f"matrix products: SciPy's BLAS (sgemm/dgemm) for every one: {info['own_products_reason']}",
+              file=file)
+    print(f"products of at least {_core.PRODUCT_SPLIT_MIN_FLOPS / 1e6:.1f} MFLOP are cut into shares of their "
+          "output (along the longer side) across fastfit's threads, one call each; BLAS runs at one thread "
+          "while fastfit works", file=file)
     if info["small_forward_transposed"]:
         print(f"small forward products (up to {_core.SMALL_PRODUCT_MAX_MULADDS:.0e} multiply-adds, over "
               f"{_core.SMALL_PRODUCT_TN_MAX_OUTPUTS} outputs): from the input transposed, the layout SciPy's "
@@ -49,10 +58,13 @@ def show_config(file=None):
     else:
         print("small forward products: as they come (this BLAS has no small-matrix kernels to pick a "
               "layout for)", file=file)
-    if info["few_row_forward_transposed"]:
+    if info["few_row_forward_transposed"] and not info["own_products"]:
         print(f"float32 forward products of at most {_core.FEW_ROWS_PRODUCT_MAX_ROWS} rows, past that range, with "
               f"outputs at least {_core.FEW_ROWS_PRODUCT_OUTPUT_RATIO} times wider than the rows: formed as "
               "(W H^T)^T, the layout these kernels run faster there", file=file)
+    elif info["own_products"]:
+        print("float32 forward products of few rows: as H W^T on fastfit's own product (BLAS's needed them "
+              "formed as (W H^T)^T to run fast; fastfit's own does not)", file=file)
     else:
         print("forward products of few rows: as H W^T (the transposed form was measured faster only with "
               "OpenBLAS's AVX-512 kernels)", file=file)

@@ -285,17 +285,24 @@ class MLP:
 
     # ---- memory
 
-    def memory_report(self, batch_size, optimizer=None, loss=None):
+    def memory_report(self, batch_size, optimizer=None, loss=None, n_threads=None):
         """Exact bytes that training with ``batch_size`` allocates (docs/math.md, "Memory").
 
         ``optimizer``: an optimizer or a name ("sgd", "momentum", "adam",
-        "adamw", "normalized"); ``loss``: a loss or a loss name. Returns a dict:
+        "adamw", "normalized"); ``loss``: a loss or a loss name; ``n_threads``:
+        the fit's (default: the count ``fit`` would choose). Returns a dict:
         parameters, gradients, optimizer_state, activations (one array per
         layer, the only term that grows with the batch), backward_scratch (dL/dH before its mask, widest hidden layer),
         batch (gathered inputs and targets), snapshot (the parameters and state
-        a fit keeps to undo a step that overflows), and total.
+        a fit keeps to undo a step that overflows), packing (one buffer per
+        thread for fastfit's own float32 products, where they run), and total.
         """
         B = _checks.positive_int(batch_size, "batch_size")
+        if n_threads is None:
+            n_threads = _threads.auto_threads(6.0 * self.n_params * B)
+        else:
+            n_threads = _checks.positive_int(n_threads, "n_threads")
+        own_products = _blas_select.own_products()[0] and _core.uses_own_products(self.sizes, B, self.dtype)
         item = self.dtype.itemsize
         n_state = 0 if optimizer is None else state_buffers_of(optimizer)
         hidden = self.sizes[1:-1]
@@ -311,6 +318,8 @@ class MLP:
             "backward_scratch": B * (max(hidden) if hidden else 0) * item,
             "batch": B * self.sizes[0] * item + targets,
             "snapshot": (1 + n_state) * self.n_params * item,
+            # the workspace aligns its buffers to a 64-byte line: 16 floats more
+            "packing": (n_threads * _core.OWN_PRODUCT_PACKING_BYTES + 64) if own_products else 0,
         }
         report["total"] = sum(report.values())
         return report
