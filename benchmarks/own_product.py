@@ -42,7 +42,8 @@ def _best_round(fn, loops):
 def compare(sizes, batch, threads=1, rounds=7, min_s=0.02, rng=None):
     """Per product: seconds on fastfit's own product and on BLAS (best round of each)."""
     rng = rng or np.random.default_rng(0)
-    packing = np.empty(threads * _core.OWN_PRODUCT_PACKING_BYTES // 4 + 16, dtype=np.float32)
+    longest = max(max(sizes), batch)
+    packing = np.empty(threads * _core.own_product_packing_bytes([longest], 0) // 4 + 16, dtype=np.float32)
     rows = []
     for what, trans_a, trans_b, M, N, K in step_products(sizes, batch):
         A = rng.standard_normal((K, M) if trans_a else (M, K)).astype(np.float32)

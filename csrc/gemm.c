@@ -167,12 +167,26 @@ static AVX512 void pack_b(int kc, int nc, const float *b, size_t rs, size_t cs, 
     }
 }
 
+/* The packed op(B) block first (at most FF_NC columns, rounded up to whole panels, by
+ * FF_KC), then the packed op(A) block (FF_MC rows by FF_KC); both as large as N and K need. */
+static size_t packed_b_floats(int n, int k)
+{
+    size_t nc = n < FF_NC ? (size_t)(n + FF_NR - 1) / FF_NR * FF_NR : FF_NC;
+    return nc * (size_t)(k < FF_KC ? k : FF_KC);
+}
+
+size_t ff_sgemm_pack_floats(int max_n, int max_k)
+{
+    return packed_b_floats(max_n, max_k) + (size_t)FF_MC * (max_k < FF_KC ? max_k : FF_KC);
+}
+
 void ff_sgemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
               const float *B, int ldb, float *C, int ldc, float *pack)
 {
     size_t a_rs = trans_a ? 1 : (size_t)lda, a_cs = trans_a ? (size_t)lda : 1;
     size_t b_rs = trans_b ? 1 : (size_t)ldb, b_cs = trans_b ? (size_t)ldb : 1;
-    float *packed_a = pack, *packed_b = pack + (FF_MC + FF_MR) * FF_KC;
+    /* a whole number of panels of FF_NR floats before it: packed_a starts on a 64-byte line */
+    float *packed_b = pack, *packed_a = pack + packed_b_floats(N, K);
     if (K == 0) {
         for (int i = 0; i < M; i++)
             memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
@@ -213,6 +227,13 @@ void ff_sgemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int
 }
 
 #else /* no AVX-512 product in this build: the core uses BLAS for every product */
+
+size_t ff_sgemm_pack_floats(int max_n, int max_k)
+{
+    (void)max_n;
+    (void)max_k;
+    return 0;
+}
 
 int ff_sgemm_usable(void)
 {

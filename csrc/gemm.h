@@ -10,17 +10,21 @@
 #ifndef FASTFIT_GEMM_H
 #define FASTFIT_GEMM_H
 
+#include <stddef.h>
+
 /* The blocking: a tile of C is FF_MR rows by FF_NR columns (16 vector registers
- * of 16 floats); op(B) is packed FF_KC rows by FF_NC columns at a time (kept in L2),
- * op(A) FF_MC rows by FF_KC at a time. */
+ * of 16 floats); op(B) is packed FF_KC rows by FF_NC columns at a time, op(A) FF_MC
+ * rows by FF_KC at a time. Measured on the medium and large networks' products, these
+ * ran 2-4% faster than 256 by 1024 (docs/design.md, "The products"). */
 #define FF_MR 8
 #define FF_NR 32
-#define FF_KC 256
+#define FF_KC 512
 #define FF_MC 128
-#define FF_NC 1024
+#define FF_NC 2048
 
-/* Floats of packing buffer one call needs (64-byte aligned; one per thread that calls). */
-#define FF_SGEMM_PACK_FLOATS ((FF_MC + FF_MR) * FF_KC + (FF_NC + FF_NR) * FF_KC)
+/* Floats of packing buffer that one call with N <= max_n and K <= max_k needs; the
+ * buffer must start on a 64-byte line (one per thread that calls at once). */
+size_t ff_sgemm_pack_floats(int max_n, int max_k);
 
 /* 1 when this build has the AVX-512 product and the CPU and the OS run it; else 0. */
 int ff_sgemm_usable(void);

@@ -55,7 +55,7 @@ cdef extern from "codes.h":
         FF_NORMALIZED
 
 cdef extern from "gemm.h" nogil:
-    enum: FF_SGEMM_PACK_FLOATS
+    size_t ff_sgemm_pack_floats(int max_n, int max_k)
     int ff_sgemm_usable()
     void ff_sgemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
                   const float *B, int ldb, float *C, int ldc, float *pack)
@@ -192,8 +192,9 @@ cdef struct WorkView:
     Py_ssize_t scratch_len      # its length in elements
     bint transpose_small_inputs # BLAS has the small-matrix kernels input_transposed is for
     bint transpose_few_row_outputs  # BLAS runs (W H^T)^T faster for few rows (output_transposed)
-    float *pack                 # (threads * FF_SGEMM_PACK_FLOATS,): each thread's packing buffer for
-                                #   fastfit's own float32 products (own_product), or NULL: BLAS for all
+    float *pack                 # (threads * pack_stride,): each thread's packing buffer for fastfit's
+                                #   own float32 products (own_product), or NULL: BLAS for all
+    Py_ssize_t pack_stride      # floats from one thread's packing buffer to the next's
     void *xbuf                  # (capacity, d_0): the gathered inputs
     void *ybuf                  # (capacity, target columns): the gathered float targets
     Py_ssize_t *lbuf            # (capacity,): the gathered integer labels
@@ -222,6 +223,7 @@ cdef class Workspace:
         self.own_products = own_products and uses_own_products(net.sizes, capacity, dtype)
         self.packing = np.empty(0, dtype=np.float32)
         self.v.pack = NULL
+        self.v.pack_stride = own_product_packing_bytes(net.sizes, capacity) // sizeof(float)
         hidden = sizes[1:len(sizes) - 1]
         self.capacity = capacity
         self.acts = np.empty(capacity * net.activation_width, dtype=dtype)
@@ -252,9 +254,9 @@ cdef class Workspace:
         cdef float *base
         if n < 1:
             raise ValueError(f"threads must be at least 1, got {n}")
-        if self.own_products and self.packing.shape[0] < n * FF_SGEMM_PACK_FLOATS + 16:
+        if self.own_products and self.packing.shape[0] < n * self.v.pack_stride + 16:
             # one packing buffer per thread, each starting on a 64-byte line
-            self.packing = np.empty(n * FF_SGEMM_PACK_FLOATS + 16, dtype=np.float32)
+            self.packing = np.empty(n * self.v.pack_stride + 16, dtype=np.float32)
             base = <float *>cnp.PyArray_DATA(self.packing)
             self.v.pack = base + ((64 - <size_t>base % 64) % 64) // 4
         self.v.threads = n
@@ -393,8 +395,12 @@ cdef enum:
 SMALL_PRODUCT_MAX_MULADDS = SMALL_KERNEL_MAX_MULADDS
 SMALL_PRODUCT_TN_MAX_OUTPUTS = SMALL_KERNEL_TN_MAX_OUTPUTS
 
-#: Bytes of packing buffer each thread of a workspace with own_products holds.
-OWN_PRODUCT_PACKING_BYTES = FF_SGEMM_PACK_FLOATS * sizeof(float)
+def own_product_packing_bytes(sizes, Py_ssize_t rows):
+    """Bytes of packing buffer each thread of a workspace with own_products holds, for a network
+    of these layer sizes and batches of up to ``rows`` rows: enough for any of its products (no
+    side longer than the widest layer or the batch), a whole number of 64-byte lines."""
+    cdef int longest = max(max(sizes), rows)
+    return (ff_sgemm_pack_floats(longest, longest) + 15) // 16 * 16 * sizeof(float)
 
 
 def own_products_usable():
@@ -482,6 +488,7 @@ cdef struct GemmJob:
     const void *B
     void *C
     float *pack                 # the workspace's packing buffers (one per share), or NULL
+    Py_ssize_t pack_stride      # floats from one share's packing buffer to the next's
 
 
 cdef inline void share_bounds(int length, int block, int index, int count, int *lo, int *hi) noexcept nogil:
@@ -510,7 +517,7 @@ cdef void gemm_share(void *arg, int index, int count) noexcept nogil:
         c0 = lo
     if hi <= lo:
         return
-    cdef float *pack = job.pack + <Py_ssize_t>index * FF_SGEMM_PACK_FLOATS if job.pack != NULL else NULL
+    cdef float *pack = job.pack + index * job.pack_stride if job.pack != NULL else NULL
     if job.f64:
         one_gemm(job.trans_a, job.trans_b, M, N, job.K, <const double *>job.A + a0, job.lda,
                  <const double *>job.B + b0, job.ldb, <double *>job.C + c0, job.ldc, NULL)
@@ -542,7 +549,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
         job.f64 = floating is double
         job.trans_a, job.trans_b, job.by_rows, job.M, job.N, job.K = trans_a, trans_b, by_rows, M, N, K
         job.A, job.lda, job.B, job.ldb, job.C, job.ldc = A, lda, B, ldb, C, ldc
-        job.pack = pack
+        job.pack, job.pack_stride = pack, ws.pack_stride
         ff_team_run(gemm_share, &job, shares)
     else:
         one_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, pack)
@@ -1115,9 +1122,9 @@ def product(const floating[:, ::1] A, const floating[:, ::1] B, bint trans_a, bi
     """op(A) @ op(B) through the core's own product path (gemm): split across ``threads``
     shares where it is large enough, and on fastfit's own product where ``own`` and own_product
     say so. Into ``out`` (C-contiguous, (M, N), A's dtype) when given, else a new array, which
-    is returned; ``packing``: float32 packing buffers to reuse (threads * OWN_PRODUCT_PACKING_BYTES
-    and 64 bytes more), else new ones. For tests, which hold each path against NumPy, and for
-    the benchmarks' product timings."""
+    is returned; ``packing``: float32 packing buffers to reuse (threads times
+    own_product_packing_bytes([N, K], 0), and 64 bytes more), else new ones. For tests, which
+    hold each path against NumPy, and for the benchmarks' product timings."""
     cdef int M = A.shape[1] if trans_a else A.shape[0]
     cdef int K = A.shape[0] if trans_a else A.shape[1]
     cdef int N = B.shape[0] if trans_b else B.shape[1]
@@ -1136,7 +1143,8 @@ def product(const floating[:, ::1] A, const floating[:, ::1] B, bint trans_a, bi
             and C.flags.writeable):
         raise ValueError(f"out must be a writable C-contiguous {np.dtype(dtype).name} array of shape {(M, N)}")
     c = C
-    need = threads * FF_SGEMM_PACK_FLOATS + 16 if own else 0
+    ws.pack_stride = own_product_packing_bytes([N, K], 0) // sizeof(float)
+    need = threads * ws.pack_stride + 16 if own else 0
     if packing is None:
         packing = np.empty(need, dtype=np.float32)
     if not (isinstance(packing, np.ndarray) and packing.dtype == np.float32 and packing.ndim == 1

@@ -319,7 +319,7 @@ class MLP:
             "batch": B * self.sizes[0] * item + targets,
             "snapshot": (1 + n_state) * self.n_params * item,
             # the workspace aligns its buffers to a 64-byte line: 16 floats more
-            "packing": (n_threads * _core.OWN_PRODUCT_PACKING_BYTES + 64) if own_products else 0,
+            "packing": (n_threads * _core.own_product_packing_bytes(self.sizes, B) + 64) if own_products else 0,
         }
         report["total"] = sum(report.values())
         return report
