@@ -4,8 +4,8 @@ Three extension modules:
 - fastfit._cpu: CPU-feature detection in plain C. It must not touch SciPy, because
   it runs before SciPy's BLAS loads (see fastfit/_blas_select.py).
 - fastfit._core: forward, backward, losses, optimizer updates and the training
-  step, calling BLAS through scipy.linalg.cython_blas; csrc/ holds its C kernels
-  and its thread team.
+  step, calling BLAS through scipy.linalg.cython_blas; csrc/ holds its C kernels,
+  its own float32 matrix product for AVX-512 (gemm.c) and its thread team.
 - fastfit._bfloat16: the compressed all-reduce's conversions (csrc/bfloat16.c).
 """
 import glob

@@ -1,9 +1,10 @@
 """fastfit: fast, checked fitting of ReLU MLPs on the CPU.
 
-A compiled Cython core calls BLAS through scipy.linalg.cython_blas for the
-forward and backward passes, losses, optimizer updates and the whole training
-loop; ``fastfit.reference`` is the same mathematics in plain NumPy, the oracle
-the core is tested against.
+A compiled Cython core runs the forward and backward passes, losses, optimizer
+updates and the whole training loop, its matrix products through BLAS
+(scipy.linalg.cython_blas) or, for large float32 ones on CPUs with AVX-512,
+its own; ``fastfit.reference`` is the same mathematics in plain NumPy, the
+oracle the core is tested against.
 """
 
 
