@@ -41,10 +41,11 @@ def show_config(file=None):
           f"{info['auto_threads_max']} (the cores, and never above SciPy's BLAS count before fastfit)", file=file)
     print(f"kernel choice at import: {info['kernel_decision']}", file=file)
     if info["own_products"]:
-        print(f"float32 matrix products past {_core.SMALL_PRODUCT_MAX_MULADDS:.0e} multiply-adds: fastfit's own "
-              f"(csrc/gemm.c: AVX-512, packed, 8 x 32 register tiles), because {info['own_products_reason']} "
-              "(FASTFIT_PRODUCTS=blas keeps SciPy's BLAS); smaller ones and every float64 product: SciPy's "
-              "BLAS (sgemm/dgemm), whose small-matrix kernels skip packing", file=file)
+        print(f"float32 matrix products past {_core.SMALL_PRODUCT_MAX_MULADDS:.0e} multiply-adds with no side "
+              f"under {_core.OWN_PRODUCT_MIN_SIDE_LENGTH}: fastfit's own (csrc/gemm.c: AVX-512, packed, 8 x 32 "
+              f"register tiles), because {info['own_products_reason']} (FASTFIT_PRODUCTS=blas keeps SciPy's "
+              "BLAS); the others and every float64 product: SciPy's BLAS (sgemm/dgemm), whose small-matrix "
+              "kernels skip packing", file=file)
     else:
         print(f"matrix products: SciPy's BLAS (sgemm/dgemm) for every one: {info['own_products_reason']}",
               file=file)
@@ -58,13 +59,16 @@ def show_config(file=None):
     else:
         print("small forward products: as they come (this BLAS has no small-matrix kernels to pick a "
               "layout for)", file=file)
-    if info["few_row_forward_transposed"] and not info["own_products"]:
+    if info["few_row_forward_transposed"] and info["own_products"]:
+        print(f"float32 forward products of few rows: as H W^T on fastfit's own product from "
+              f"{_core.OWN_PRODUCT_MIN_SIDE_LENGTH} rows (it runs that layout fast); below that, where BLAS "
+              f"runs them, those of at most {_core.FEW_ROWS_PRODUCT_MAX_ROWS} rows with outputs at least "
+              f"{_core.FEW_ROWS_PRODUCT_OUTPUT_RATIO} times wider: as (W H^T)^T, the layout BLAS's kernels "
+              "run faster there", file=file)
+    elif info["few_row_forward_transposed"]:
         print(f"float32 forward products of at most {_core.FEW_ROWS_PRODUCT_MAX_ROWS} rows, past that range, with "
               f"outputs at least {_core.FEW_ROWS_PRODUCT_OUTPUT_RATIO} times wider than the rows: formed as "
               "(W H^T)^T, the layout these kernels run faster there", file=file)
-    elif info["own_products"]:
-        print("float32 forward products of few rows: as H W^T on fastfit's own product (BLAS's needed them "
-              "formed as (W H^T)^T to run fast; fastfit's own does not)", file=file)
     else:
         print("forward products of few rows: as H W^T (the transposed form was measured faster only with "
               "OpenBLAS's AVX-512 kernels)", file=file)

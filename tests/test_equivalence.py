@@ -435,6 +435,27 @@ def test_fits_on_fastfit_own_products_equal_the_reference(sizes, batch, own, mon
     _fits_at_1_and_2_threads_equal_the_reference(sizes, batch, np.float32, seed=6)
 
 
+@pytest.mark.parametrize("value", ["", "auto", "own", "blas", "BLAS", "openblas", "gpu"])
+def test_fastfit_products_chooses_the_product_and_says_why(value, monkeypatch, capsys):
+    """FASTFIT_PRODUCTS=blas (or scipy, openblas) keeps SciPy's BLAS for every product; unset,
+    auto or own leave it to the CPU; anything else is named in the reason and keeps BLAS. The
+    workspaces and `fastfit config` follow the decision."""
+    monkeypatch.setenv("FASTFIT_PRODUCTS", value)
+    monkeypatch.setattr(ff._blas_select, "_own_products", None)  # decided again, from this value
+    used, reason = ff._blas_select.own_products()
+    expected = value in ("", "auto", "own") and ff._core.own_products_usable()
+    assert used == expected
+    if value.lower() in ("blas", "openblas"):
+        assert f"FASTFIT_PRODUCTS={value.lower()}" in reason
+    if value == "gpu":
+        assert "'gpu'" in reason
+    assert ff.MLP([784, 256, 10]).workspace(64).own_products == expected
+    ff.show_config()
+    shown = capsys.readouterr().out
+    assert ("matrix products: SciPy's BLAS (sgemm/dgemm) for every one" in shown) == (not expected)
+    assert reason in shown
+
+
 def test_the_step_api_splits_large_updates_too(rng):
     """forward, backward and opt.step on a large model and batch equal the reference (the products
     and the update take the thread team's paths wherever there are two cores)."""
