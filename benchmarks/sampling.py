@@ -2,7 +2,10 @@
 
 1. One process at each thread count (1 and 2 by default), so every framework
    runs at the count that suits it best for that workload: short steps often
-   run faster on one thread, long ones on all.
+   run faster on one thread, long ones on all. A count whose process's repeats
+   spread past the threshold gets a second process before the counts are
+   compared (a 2-thread process that hit a slow stretch once lost its count
+   to 1 thread at 12% less).
 2. More processes at the best count so far (the highest median of its
    processes' medians) until it has ``procs`` of them (2 by default); the best
    count is re-decided after each, so a lucky first process cannot win alone.
@@ -81,6 +84,11 @@ def measure_pair(run_one, thread_counts, procs=2, threshold=0.10, rerun=True):
         res = launch(t)
         if not res.get("ok") and "timed out" in str(res.get("error")):
             break                           # a hang at one count would cost as much again at the next
+    for t in thread_counts:
+        # a count whose first process was noisy inside (its repeats spread past the threshold) gets a
+        # second before the counts are compared: one slow stretch must not decide the thread count
+        if good[t] and len(good[t]) < procs and (good[t][0].get("repeat_spread") or 0.0) > threshold:
+            launch(t)
     while True:
         b = best()
         if b is None or len(good[b]) >= procs:

@@ -72,6 +72,18 @@ def check_sampling():
     check(s["rerun"] and s["process_rates"] == [120, 110] and s["flagged"],
           "a rerun that ran slow throughout does not replace a faster attempt that dipped once")
 
+    pilots = {1: iter([(68, 0.06), (68, 0.0)]), 2: iter([(60, 0.68), (106, 0.03), (104, 0.03), (105, 0.03)])}
+    order = []
+
+    def run_pilots(t):
+        order.append(t)
+        rate, within = next(pilots[t])
+        return {"ok": True, "samples_per_s": rate, "repeat_spread": within, "max_rss_bytes": 1,
+                "other_load": 0.0, "wall_s": 0.1}
+    s = measure_pair(run_pilots, [1, 2], procs=2, threshold=0.10)
+    check(s["threads"] == 2 and order[:3] == [1, 2, 2],
+          "a count whose first process was noisy inside gets a second before the counts are compared")
+
     run, calls = fake_runner({1: [10, 10], 2: [100, 60, 100, 50]})
     s = measure_pair(run, [1, 2], procs=2, threshold=0.10)
     check(s["rerun"] and s["flagged"] and len(s["attempts"]) == 2, "still noisy after the rerun: flagged")
