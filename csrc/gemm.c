@@ -1,8 +1,9 @@
 /* fastfit's own float32 matrix product (gemm.h), for x86-64 CPUs with AVX-512.
  *
  * The layout is Goto's and BLIS's: the operands are copied ("packed") a block at a
- * time into panels the micro-kernel reads in order, and the blocks are sized so the
- * packed op(B) block stays in L2 and one op(A) panel in L1 while it is used:
+ * time into panels the micro-kernel reads in order. One op(A) panel (16 kB) stays in
+ * L1 while the op(B) panels of the block (4 MB at most, from L3) stream past it; the
+ * block sizes were measured (docs/design.md, "The products"):
  *
  *   for each block of FF_NC columns of C (jc)
  *     for each block of FF_KC of the inner dimension (pc)
@@ -10,7 +11,7 @@
  *       for each block of FF_MC rows of C (ic)
  *         pack op(A)[ic:ic+mc, pc:pc+kc] into panels of FF_MR rows, k-major
  *         for each panel of FF_MR rows (ir)              the A panel stays in L1
- *           for each panel of FF_NR columns (jr)         the B panels stream from L2
+ *           for each panel of FF_NR columns (jr)         the B panels stream past it
  *             tile C[ir, jr] (=, or += after the first pc block) a-panel x b-panel
  *
  * The first block of k writes C and the later ones add to it, so C is never zeroed
