@@ -251,14 +251,12 @@ cdef class Workspace:
 
     @threads.setter
     def threads(self, int n):
-        cdef float *base
         if n < 1:
             raise ValueError(f"threads must be at least 1, got {n}")
         if self.own_products and self.packing.shape[0] < n * self.v.pack_stride + 16:
             # one packing buffer per thread, each starting on a 64-byte line
             self.packing = np.empty(n * self.v.pack_stride + 16, dtype=np.float32)
-            base = <float *>cnp.PyArray_DATA(self.packing)
-            self.v.pack = base + ((64 - <size_t>base % 64) % 64) // 4
+            self.v.pack = line_aligned(self.packing)
         self.v.threads = n
 
     @property
@@ -395,6 +393,12 @@ cdef enum:
 SMALL_PRODUCT_MAX_MULADDS = SMALL_KERNEL_MAX_MULADDS
 SMALL_PRODUCT_TN_MAX_OUTPUTS = SMALL_KERNEL_TN_MAX_OUTPUTS
 
+cdef float *line_aligned(cnp.ndarray floats) except NULL:
+    """The first float32 of `floats` that starts a 64-byte line (the buffers hold 16 floats more)."""
+    cdef float *base = <float *>cnp.PyArray_DATA(floats)
+    return base + ((64 - <size_t>base % 64) % 64) // sizeof(float)
+
+
 def own_product_packing_bytes(sizes, Py_ssize_t rows):
     """Bytes of packing buffer each thread of a workspace with own_products holds, for a network
     of these layer sizes and batches of up to ``rows`` rows: enough for any of its products (no
@@ -420,9 +424,8 @@ def uses_own_products(sizes, Py_ssize_t rows, dtype):
     product for fastfit's own (see own_product): float32 only, past the small-matrix range and
     no side too narrow (each product of layer k has the sides rows, d_k and d_{k+1}). Only then
     does a workspace hold packing buffers."""
-    return np.dtype(dtype) == np.float32 and any(
-        <double>rows * d_in * d_out > SMALL_KERNEL_MAX_MULADDS and min(rows, d_in, d_out) >= OWN_PRODUCT_MIN_SIDE
-        for d_in, d_out in zip(sizes, sizes[1:]))
+    return np.dtype(dtype) == np.float32 and any(takes_own_product(rows, d_out, d_in)
+                                                 for d_in, d_out in zip(sizes, sizes[1:]))
 
 
 cdef enum:
@@ -1129,7 +1132,6 @@ def product(const floating[:, ::1] A, const floating[:, ::1] B, bint trans_a, bi
     cdef int K = A.shape[0] if trans_a else A.shape[1]
     cdef int N = B.shape[0] if trans_b else B.shape[1]
     cdef WorkView ws
-    cdef float *base
     cdef floating[:, ::1] c
     if (B.shape[1] if trans_b else B.shape[0]) != K:
         raise ValueError(f"op(A) has {K} columns but op(B) has {B.shape[1] if trans_b else B.shape[0]} rows")
@@ -1153,8 +1155,7 @@ def product(const floating[:, ::1] A, const floating[:, ::1] B, bint trans_a, bi
     ws.threads = threads
     ws.pack = NULL
     if own:
-        base = <float *>cnp.PyArray_DATA(packing)
-        ws.pack = base + ((64 - <size_t>base % 64) % 64) // 4
+        ws.pack = line_aligned(packing)
     if K == 0:
         C[...] = 0
         return C

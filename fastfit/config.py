@@ -59,16 +59,15 @@ def show_config(file=None):
     else:
         print("small forward products: as they come (this BLAS has no small-matrix kernels to pick a "
               "layout for)", file=file)
+    few_rows = (f"those of at most {_core.FEW_ROWS_PRODUCT_MAX_ROWS} rows, past that range, with outputs at "
+                f"least {_core.FEW_ROWS_PRODUCT_OUTPUT_RATIO} times wider than the rows: formed as (W H^T)^T, "
+                "the layout these kernels run faster there")
     if info["few_row_forward_transposed"] and info["own_products"]:
         print(f"float32 forward products of few rows: as H W^T on fastfit's own product from "
-              f"{_core.OWN_PRODUCT_MIN_SIDE_LENGTH} rows (it runs that layout fast); below that, where BLAS "
-              f"runs them, those of at most {_core.FEW_ROWS_PRODUCT_MAX_ROWS} rows with outputs at least "
-              f"{_core.FEW_ROWS_PRODUCT_OUTPUT_RATIO} times wider: as (W H^T)^T, the layout BLAS's kernels "
-              "run faster there", file=file)
+              f"{_core.OWN_PRODUCT_MIN_SIDE_LENGTH} rows (it runs that layout fast); below that, BLAS runs "
+              f"them, {few_rows}", file=file)
     elif info["few_row_forward_transposed"]:
-        print(f"float32 forward products of at most {_core.FEW_ROWS_PRODUCT_MAX_ROWS} rows, past that range, with "
-              f"outputs at least {_core.FEW_ROWS_PRODUCT_OUTPUT_RATIO} times wider than the rows: formed as "
-              "(W H^T)^T, the layout these kernels run faster there", file=file)
+        print(f"float32 forward products: {few_rows}", file=file)
     else:
         print("forward products of few rows: as H W^T (the transposed form was measured faster only with "
               "OpenBLAS's AVX-512 kernels)", file=file)
