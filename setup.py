@@ -5,7 +5,7 @@ Three extension modules:
   it runs before SciPy's BLAS loads (see fastfit/_blas_select.py).
 - fastfit._core: forward, backward, losses, optimizer updates and the training
   step, calling BLAS through scipy.linalg.cython_blas; csrc/ holds its C kernels,
-  its own float32 matrix product for AVX-512 (gemm.c) and its thread team.
+  its own float32 and float64 matrix products for AVX-512 (gemm.c) and its thread team.
 - fastfit._bfloat16: the compressed all-reduce's conversions (csrc/bfloat16.c).
 """
 import glob

@@ -1,6 +1,7 @@
-"""fastfit's own float32 product against SciPy's OpenBLAS, one product of a step at a time.
+"""fastfit's own product against SciPy's OpenBLAS, one product of a step at a time.
 
     python -m benchmarks.own_product [--workloads small,medium,large] [--threads 1] [--rounds 7]
+                                     [--dtype float32]
 
 Each product of one training step (forward, weight gradient and input gradient of every
 layer, the first layer's input gradient excepted) is timed through the core's own product
@@ -39,16 +40,16 @@ def _best_round(fn, loops):
     return (time.perf_counter() - t0) / loops
 
 
-def compare(sizes, batch, threads=1, rounds=7, min_s=0.02, rng=None):
+def compare(sizes, batch, threads=1, rounds=7, min_s=0.02, rng=None, dtype=np.float32):
     """Per product: seconds on fastfit's own product and on BLAS (best round of each)."""
     rng = rng or np.random.default_rng(0)
     longest = max(max(sizes), batch)
-    packing = np.empty(threads * _core.own_product_packing_bytes([longest], 0) // 4 + 16, dtype=np.float32)
+    packing = np.empty(threads * _core.own_product_packing_bytes([longest], 0) + 64, dtype=np.uint8)
     rows = []
     for what, trans_a, trans_b, M, N, K in step_products(sizes, batch):
-        A = rng.standard_normal((K, M) if trans_a else (M, K)).astype(np.float32)
-        B = rng.standard_normal((N, K) if trans_b else (K, N)).astype(np.float32)
-        out = np.empty((M, N), dtype=np.float32)
+        A = rng.standard_normal((K, M) if trans_a else (M, K)).astype(dtype)
+        B = rng.standard_normal((N, K) if trans_b else (K, N)).astype(dtype)
+        out = np.empty((M, N), dtype=dtype)
         calls = {own: (lambda own=own: _core.product(A, B, trans_a, trans_b, threads, own, out, packing))
                  for own in (True, False)}
         t0 = time.perf_counter()
@@ -69,6 +70,7 @@ def main(argv=None):
                              "batch or at NAME:BATCH (e.g. small:16)")
     parser.add_argument("--threads", type=int, default=1, help="fastfit threads each product is cut across")
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per product")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     args = parser.parse_args(argv)
     if not _core.own_products_usable():
         raise SystemExit("fastfit's own product needs AVX-512, which this CPU or OS does not run")
@@ -76,8 +78,8 @@ def main(argv=None):
         for spec in args.workloads.split(","):
             name, _, batch = spec.partition(":")
             sizes, batch = SIZES[name], int(batch or MAIN_BATCH[name])
-            rows = compare(sizes, batch, args.threads, args.rounds)
-            print(f"{name}: {'-'.join(map(str, sizes))}, batch {batch}, {args.threads} thread(s)")
+            rows = compare(sizes, batch, args.threads, args.rounds, dtype=np.dtype(args.dtype))
+            print(f"{name}: {'-'.join(map(str, sizes))}, batch {batch}, {args.dtype}, {args.threads} thread(s)")
             for r in rows:
                 flops = 2.0 * r["M"] * r["N"] * r["K"]
                 print(f"  {r['product']:32s} {r['M']:5d} x {r['N']:5d} x {r['K']:5d}  own "

@@ -61,7 +61,7 @@ void ff_transpose_f64(const double *a, size_t rows, size_t cols, double *at)
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(FASTFIT_NO_CLONES)
-#include "tile16.h"
+#include "tiles.h"
 
 /* The (rows16, cols16) top-left block of a (row stride lda), both multiples of 16, into at
  * (row stride ldat). */

@@ -55,10 +55,12 @@ cdef extern from "codes.h":
         FF_NORMALIZED
 
 cdef extern from "gemm.h" nogil:
-    size_t ff_sgemm_pack_floats(int max_n, int max_k)
-    int ff_sgemm_usable()
-    void ff_sgemm(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
-                  const float *B, int ldb, float *C, int ldc, float *pack)
+    size_t ff_gemm_pack_bytes(int max_n, int max_k)
+    int ff_gemm_usable()
+    void ff_gemm_f32(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
+                     const float *B, int ldb, float *C, int ldc, void *pack)
+    void ff_gemm_f64(int trans_a, int trans_b, int M, int N, int K, const double *A, int lda,
+                     const double *B, int ldb, double *C, int ldc, void *pack)
 
 cdef extern from "kernels.h" nogil:
     ctypedef struct ff_rule:
@@ -192,9 +194,9 @@ cdef struct WorkView:
     Py_ssize_t scratch_len      # its length in elements
     bint transpose_small_inputs # BLAS has the small-matrix kernels input_transposed is for
     bint transpose_few_row_outputs  # BLAS runs (W H^T)^T faster for few rows (output_transposed)
-    float *pack                 # (threads * pack_stride,): each thread's packing buffer for fastfit's
-                                #   own float32 products (own_product), or NULL: BLAS for all
-    Py_ssize_t pack_stride      # floats from one thread's packing buffer to the next's
+    char *pack                  # (threads * pack_stride,) bytes: each thread's packing buffer for
+                                #   fastfit's own products (own_product), or NULL: BLAS for all
+    Py_ssize_t pack_stride      # bytes from one thread's packing buffer to the next's
     void *xbuf                  # (capacity, d_0): the gathered inputs
     void *ybuf                  # (capacity, target columns): the gathered float targets
     Py_ssize_t *lbuf            # (capacity,): the gathered integer labels
@@ -217,13 +219,13 @@ cdef class Workspace:
                  bint transpose_few_row_outputs=False, bint own_products=False):
         sizes = net.sizes
         dtype = net.params.dtype
-        if own_products and not ff_sgemm_usable():
+        if own_products and not ff_gemm_usable():
             raise ValueError("own_products needs fastfit's AVX-512 product, and this build, CPU "
                              "or operating system cannot run it")
         self.own_products = own_products and uses_own_products(net.sizes, capacity, dtype)
-        self.packing = np.empty(0, dtype=np.float32)
+        self.packing = np.empty(0, dtype=np.uint8)
         self.v.pack = NULL
-        self.v.pack_stride = own_product_packing_bytes(net.sizes, capacity) // sizeof(float)
+        self.v.pack_stride = own_product_packing_bytes(net.sizes, capacity)
         hidden = sizes[1:len(sizes) - 1]
         self.capacity = capacity
         self.acts = np.empty(capacity * net.activation_width, dtype=dtype)
@@ -253,9 +255,9 @@ cdef class Workspace:
     def threads(self, int n):
         if n < 1:
             raise ValueError(f"threads must be at least 1, got {n}")
-        if self.own_products and self.packing.shape[0] < n * self.v.pack_stride + 16:
+        if self.own_products and self.packing.shape[0] < n * self.v.pack_stride + 64:
             # one packing buffer per thread, each starting on a 64-byte line
-            self.packing = np.empty(n * self.v.pack_stride + 16, dtype=np.float32)
+            self.packing = np.empty(n * self.v.pack_stride + 64, dtype=np.uint8)
             self.v.pack = line_aligned(self.packing)
         self.v.threads = n
 
@@ -393,10 +395,10 @@ cdef enum:
 SMALL_PRODUCT_MAX_MULADDS = SMALL_KERNEL_MAX_MULADDS
 SMALL_PRODUCT_TN_MAX_OUTPUTS = SMALL_KERNEL_TN_MAX_OUTPUTS
 
-cdef float *line_aligned(cnp.ndarray floats) except NULL:
-    """The first float32 of `floats` that starts a 64-byte line (the buffers hold 16 floats more)."""
-    cdef float *base = <float *>cnp.PyArray_DATA(floats)
-    return base + ((64 - <size_t>base % 64) % 64) // sizeof(float)
+cdef char *line_aligned(cnp.ndarray buffer) except NULL:
+    """The first byte of `buffer` that starts a 64-byte line (the buffers hold 64 bytes more)."""
+    cdef char *base = <char *>cnp.PyArray_DATA(buffer)
+    return base + (64 - <size_t>base % 64) % 64
 
 
 def own_product_packing_bytes(sizes, Py_ssize_t rows):
@@ -404,28 +406,28 @@ def own_product_packing_bytes(sizes, Py_ssize_t rows):
     of these layer sizes and batches of up to ``rows`` rows: enough for any of its products (no
     side longer than the widest layer or the batch), a whole number of 64-byte lines."""
     cdef int longest = max(max(sizes), rows)
-    return (ff_sgemm_pack_floats(longest, longest) + 15) // 16 * 16 * sizeof(float)
+    return (ff_gemm_pack_bytes(longest, longest) + 63) // 64 * 64
 
 
 def own_products_usable():
-    """Whether this build, CPU and operating system run fastfit's own AVX-512 float32 product."""
-    return bool(ff_sgemm_usable())
+    """Whether this build, CPU and operating system run fastfit's own AVX-512 products."""
+    return bool(ff_gemm_usable())
 
 
 def takes_own_product(int M, int N, int K):
-    """Whether a float32 product of op(A) (M, K) by op(B) (K, N) runs on fastfit's own product
-    in a workspace that has it (see own_product)."""
-    cdef float one_float = 0
-    return own_product(&one_float, M, N, K)
+    """Whether a product of op(A) (M, K) by op(B) (K, N) runs on fastfit's own product in a
+    workspace that has it (see own_product)."""
+    cdef char one_byte = 0
+    return own_product(&one_byte, M, N, K)
 
 
 def uses_own_products(sizes, Py_ssize_t rows, dtype):
     """Whether a network of these layer sizes, working batches of up to ``rows`` rows, has a
-    product for fastfit's own (see own_product): float32 only, past the small-matrix range and
-    no side too narrow (each product of layer k has the sides rows, d_k and d_{k+1}). Only then
-    does a workspace hold packing buffers."""
-    return np.dtype(dtype) == np.float32 and any(takes_own_product(rows, d_out, d_in)
-                                                 for d_in, d_out in zip(sizes, sizes[1:]))
+    product for fastfit's own (see own_product): past the small-matrix range and no side too
+    narrow (each product of layer k has the sides rows, d_k and d_{k+1}). Only then does a
+    workspace hold packing buffers."""
+    return np.dtype(dtype) in (np.float32, np.float64) and any(
+        takes_own_product(rows, d_out, d_in) for d_in, d_out in zip(sizes, sizes[1:]))
 
 
 cdef enum:
@@ -437,8 +439,8 @@ cdef enum:
 OWN_PRODUCT_MIN_SIDE_LENGTH = OWN_PRODUCT_MIN_SIDE
 
 
-cdef inline bint own_product(const float *pack, int M, int N, int K) noexcept nogil:
-    """Whether a float32 product runs on fastfit's own AVX-512 product rather than BLAS's:
+cdef inline bint own_product(const char *pack, int M, int N, int K) noexcept nogil:
+    """Whether a product runs on fastfit's own AVX-512 product rather than BLAS's:
     when the workspace has packing buffers (own_products), the product is past OpenBLAS's
     small-matrix range, where fastfit's packs its operands as BLAS's general path does and
     was measured faster at a training step's shapes (docs/design.md, "The products"), and no
@@ -463,9 +465,9 @@ FEW_ROWS_PRODUCT_OUTPUT_RATIO = FEW_ROWS_OUTPUT_RATIO
 
 cdef inline void one_gemm(bint trans_a, bint trans_b, int M, int N, int K,
                        const floating *A, int lda, const floating *B, int ldb,
-                       floating *C, int ldc, float *pack) noexcept nogil:
+                       floating *C, int ldc, char *pack) noexcept nogil:
     """Row-major C (M, N) = op(A) @ op(B), where op(X) is X.T when trans_x (C is only written);
-    a float32 one on fastfit's own product when `pack` (this thread's packing buffer) is given.
+    on fastfit's own product when `pack` (this thread's packing buffer) is given.
 
     BLAS is column-major, and a row-major buffer read column-major is the
     transpose. So the row-major C = op(A) op(B) is the column-major
@@ -475,12 +477,16 @@ cdef inline void one_gemm(bint trans_a, bint trans_b, int M, int N, int K,
     cdef char ta = b'T' if trans_b else b'N'
     cdef char tb = b'T' if trans_a else b'N'
     cdef floating one = 1, zero = 0
-    if floating is float and pack != NULL:
-        ff_sgemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, pack)
-    elif floating is float:
-        sgemm(&ta, &tb, &N, &M, &K, &one, <float *>B, &ldb, <float *>A, &lda, &zero, C, &ldc)
+    if floating is float:
+        if pack != NULL:
+            ff_gemm_f32(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, pack)
+        else:
+            sgemm(&ta, &tb, &N, &M, &K, &one, <float *>B, &ldb, <float *>A, &lda, &zero, C, &ldc)
     else:
-        dgemm(&ta, &tb, &N, &M, &K, &one, <double *>B, &ldb, <double *>A, &lda, &zero, C, &ldc)
+        if pack != NULL:
+            ff_gemm_f64(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, pack)
+        else:
+            dgemm(&ta, &tb, &N, &M, &K, &one, <double *>B, &ldb, <double *>A, &lda, &zero, C, &ldc)
 
 
 cdef struct GemmJob:
@@ -490,8 +496,8 @@ cdef struct GemmJob:
     const void *A
     const void *B
     void *C
-    float *pack                 # the workspace's packing buffers (one per share), or NULL
-    Py_ssize_t pack_stride      # floats from one share's packing buffer to the next's
+    char *pack                  # the workspace's packing buffers (one per share), or NULL
+    Py_ssize_t pack_stride      # bytes from one share's packing buffer to the next's
 
 
 cdef inline void share_bounds(int length, int block, int index, int count, int *lo, int *hi) noexcept nogil:
@@ -520,10 +526,10 @@ cdef void gemm_share(void *arg, int index, int count) noexcept nogil:
         c0 = lo
     if hi <= lo:
         return
-    cdef float *pack = job.pack + index * job.pack_stride if job.pack != NULL else NULL
+    cdef char *pack = job.pack + index * job.pack_stride if job.pack != NULL else NULL
     if job.f64:
         one_gemm(job.trans_a, job.trans_b, M, N, job.K, <const double *>job.A + a0, job.lda,
-                 <const double *>job.B + b0, job.ldb, <double *>job.C + c0, job.ldc, NULL)
+                 <const double *>job.B + b0, job.ldb, <double *>job.C + c0, job.ldc, pack)
     else:
         one_gemm(job.trans_a, job.trans_b, M, N, job.K, <const float *>job.A + a0, job.lda,
                  <const float *>job.B + b0, job.ldb, <float *>job.C + c0, job.ldc, pack)
@@ -545,7 +551,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
     thread count can change results by rounding).
     """
     cdef GemmJob job
-    cdef float *pack = ws.pack if own_product(ws.pack, M, N, K) else NULL  # the whole product decides
+    cdef char *pack = ws.pack if own_product(ws.pack, M, N, K) else NULL  # the whole product decides
     cdef bint by_rows = M > N
     cdef int shares = min(ws.threads, (M // SPLIT_MIN_ROWS) if by_rows else (N // SPLIT_MIN_COLUMNS))
     if shares > 1 and 2.0 * M * N * K >= SPLIT_MIN_FLOPS:
@@ -1125,7 +1131,7 @@ def product(const floating[:, ::1] A, const floating[:, ::1] B, bint trans_a, bi
     """op(A) @ op(B) through the core's own product path (gemm): split across ``threads``
     shares where it is large enough, and on fastfit's own product where ``own`` and own_product
     say so. Into ``out`` (C-contiguous, (M, N), A's dtype) when given, else a new array, which
-    is returned; ``packing``: float32 packing buffers to reuse (threads times
+    is returned; ``packing``: a byte array of packing buffers to reuse (threads times
     own_product_packing_bytes([N, K], 0), and 64 bytes more), else new ones. For tests, which
     hold each path against NumPy, and for the benchmarks' product timings."""
     cdef int M = A.shape[1] if trans_a else A.shape[0]
@@ -1137,7 +1143,7 @@ def product(const floating[:, ::1] A, const floating[:, ::1] B, bint trans_a, bi
         raise ValueError(f"op(A) has {K} columns but op(B) has {B.shape[1] if trans_b else B.shape[0]} rows")
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
-    if own and not ff_sgemm_usable():
+    if own and not ff_gemm_usable():
         raise ValueError("own=True needs fastfit's AVX-512 product, which cannot run here")
     dtype = np.float32 if floating is float else np.float64
     C = np.empty((M, N), dtype=dtype) if out is None else out
@@ -1145,13 +1151,13 @@ def product(const floating[:, ::1] A, const floating[:, ::1] B, bint trans_a, bi
             and C.flags.writeable):
         raise ValueError(f"out must be a writable C-contiguous {np.dtype(dtype).name} array of shape {(M, N)}")
     c = C
-    ws.pack_stride = own_product_packing_bytes([N, K], 0) // sizeof(float)
-    need = threads * ws.pack_stride + 16 if own else 0
+    ws.pack_stride = own_product_packing_bytes([N, K], 0)
+    need = threads * ws.pack_stride + 64 if own else 0
     if packing is None:
-        packing = np.empty(need, dtype=np.float32)
-    if not (isinstance(packing, np.ndarray) and packing.dtype == np.float32 and packing.ndim == 1
+        packing = np.empty(need, dtype=np.uint8)
+    if not (isinstance(packing, np.ndarray) and packing.dtype == np.uint8 and packing.ndim == 1
             and packing.flags.c_contiguous and packing.flags.writeable and packing.shape[0] >= need):
-        raise ValueError(f"packing must be a writable contiguous float32 array of at least {need} entries")
+        raise ValueError(f"packing must be a writable contiguous uint8 array of at least {need} bytes")
     ws.threads = threads
     ws.pack = NULL
     if own:

@@ -41,11 +41,11 @@ def show_config(file=None):
           f"{info['auto_threads_max']} (the cores, and never above SciPy's BLAS count before fastfit)", file=file)
     print(f"kernel choice at import: {info['kernel_decision']}", file=file)
     if info["own_products"]:
-        print(f"float32 matrix products past {_core.SMALL_PRODUCT_MAX_MULADDS:.0e} multiply-adds with no side "
-              f"under {_core.OWN_PRODUCT_MIN_SIDE_LENGTH}: fastfit's own (csrc/gemm.c: AVX-512, packed, 8 x 32 "
-              f"register tiles), because {info['own_products_reason']} (FASTFIT_PRODUCTS=blas keeps SciPy's "
-              "BLAS); the others and every float64 product: SciPy's BLAS (sgemm/dgemm), whose small-matrix "
-              "kernels skip packing", file=file)
+        print(f"matrix products past {_core.SMALL_PRODUCT_MAX_MULADDS:.0e} multiply-adds with no side "
+              f"under {_core.OWN_PRODUCT_MIN_SIDE_LENGTH}: fastfit's own (csrc/gemm.c: AVX-512, packed, register "
+              f"tiles of 8 x 32 floats or 8 x 16 doubles), because {info['own_products_reason']} "
+              "(FASTFIT_PRODUCTS=blas keeps SciPy's BLAS); the others: SciPy's BLAS (sgemm/dgemm), whose "
+              "small-matrix kernels skip packing", file=file)
     else:
         print(f"matrix products: SciPy's BLAS (sgemm/dgemm) for every one: {info['own_products_reason']}",
               file=file)

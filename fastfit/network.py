@@ -295,7 +295,7 @@ class MLP:
         layer, the only term that grows with the batch), backward_scratch (dL/dH before its mask, widest hidden layer),
         batch (gathered inputs and targets), snapshot (the parameters and state
         a fit keeps to undo a step that overflows), packing (one buffer per
-        thread for fastfit's own float32 products, where they run), and total.
+        thread for fastfit's own products, where they run), and total.
         """
         B = _checks.positive_int(batch_size, "batch_size")
         if n_threads is None:

@@ -390,8 +390,9 @@ def test_forward_products_of_few_rows_formed_transposed_equal_the_reference(size
 OWN_PRODUCTS = [False, pytest.param(True, marks=pytest.mark.skipif(
     not ff._core.own_products_usable(), reason="fastfit's own product needs AVX-512"))]
 
-# (M, N, K) of op(A) @ op(B): edges of the product's tiles (8 rows, 32 columns, masked vectors of 16)
-# and of its blocks of k (256, whole tiles of 16 when op(B) is transposed), a step's shapes, and
+# (M, N, K) of op(A) @ op(B): edges of the product's tiles (8 rows; 32 float32 columns in masked
+# vectors of 16, or 16 float64 columns in vectors of 8), of its blocks of k (512 float32 or 256
+# float64, whole square tiles of 16 or 8 when an operand is transposed), a step's shapes, and
 # products too small or too narrow for its own product (which BLAS then runs).
 PRODUCT_SHAPES = [(1, 1, 1), (3, 5, 0), (7, 33, 5), (16, 32, 4100), (13, 290, 300), (37, 33, 1025), (9, 1000, 257),
                   (1100, 40, 130), (64, 256, 784), (128, 1024, 272), (300, 31, 513), (129, 65, 8191),
@@ -399,40 +400,45 @@ PRODUCT_SHAPES = [(1, 1, 1), (3, 5, 0), (7, 33, 5), (16, 32, 4100), (13, 290, 30
 
 
 @pytest.mark.parametrize("own", OWN_PRODUCTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False), (True, True)])
 @pytest.mark.parametrize("M, N, K", PRODUCT_SHAPES)
-def test_products_equal_numpy_and_do_not_depend_on_the_thread_count(M, N, K, trans_a, trans_b, own, rng):
-    """The core's products (fastfit's own float32 product where `own` and the shape takes it,
-    BLAS's otherwise) equal the float64 product to float32's rounding, at 1, 2 and 3 threads (the shares of rows or columns of a
-    split product, and more threads than this machine's two cores). fastfit's own product sums each
-    entry in the same order whatever the cut, so its results are bit-identical across thread counts."""
-    A = rng.standard_normal((K, M) if trans_a else (M, K)).astype(np.float32)
-    B = rng.standard_normal((N, K) if trans_b else (K, N)).astype(np.float32)
-    exact = (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B).astype(np.float64)
+def test_products_equal_numpy_and_do_not_depend_on_the_thread_count(M, N, K, trans_a, trans_b, dtype, own, rng):
+    """The core's products (fastfit's own product where `own` and the shape takes it, BLAS's
+    otherwise) equal the exact product to the dtype's rounding (the float64 product of float32
+    operands; NumPy's extended-precision product of float64 ones), at 1, 2 and 3 threads (the
+    shares of rows or columns of a split product, and more threads than this machine's two
+    cores). fastfit's own product sums each entry in the same order whatever the cut, so its
+    results are bit-identical across thread counts."""
+    A = rng.standard_normal((K, M) if trans_a else (M, K)).astype(dtype)
+    B = rng.standard_normal((N, K) if trans_b else (K, N)).astype(dtype)
+    exact = (A.T if trans_a else A).astype(np.longdouble) @ (B.T if trans_b else B).astype(np.longdouble)
     scale = np.sqrt(max(K, 1))  # the size of an entry of a sum of K products of unit normals
+    tolerance = 1e-5 if dtype == np.float32 else 1e-13
     results = [ff._core.product(A, B, trans_a, trans_b, threads, own) for threads in (1, 2, 3)]
     for threads, C in zip((1, 2, 3), results):
-        assert C.shape == (M, N) and C.dtype == np.float32
-        assert np.abs(C - exact).max(initial=0) <= 1e-5 * scale, f"{threads} threads"
+        assert C.shape == (M, N) and C.dtype == dtype
+        assert np.abs(C - exact).max(initial=0) <= tolerance * scale, f"{threads} threads"
     if own and ff._core.takes_own_product(M, N, K):
         for C in results[1:]:
             np.testing.assert_array_equal(C, results[0])
 
 
 @pytest.mark.parametrize("own", OWN_PRODUCTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sizes, batch", [([300, 290, 257, 7], 37), ([40, 256, 256, 10], 16),
                                           ([784, 512, 10], 64), ([40, 1024, 256, 10], 22)])
-def test_fits_on_fastfit_own_products_equal_the_reference(sizes, batch, own, monkeypatch):
-    """float32 fits whose products pass the small-matrix range run on fastfit's own product where
-    the CPU has AVX-512 (BLAS's otherwise), and equal the reference at 1 and 2 threads: products
-    with edges in every dimension, last batches of fewer rows (22 and 32 of the 96), products split
-    by rows and by columns; and a last batch of 8 rows, too few for fastfit's own product, whose
-    forward product BLAS then forms as (W H^T)^T where it has the kernels for that."""
+def test_fits_on_fastfit_own_products_equal_the_reference(sizes, batch, dtype, own, monkeypatch):
+    """Fits whose products pass the small-matrix range run on fastfit's own product where the CPU
+    has AVX-512 (BLAS's otherwise), and equal the reference at 1 and 2 threads, in float32 and in
+    float64: products with edges in every dimension, last batches of fewer rows (22 and 32 of the
+    96), products split by rows and by columns; and a last batch of 8 rows, too few for fastfit's
+    own product, whose float32 forward product BLAS then forms as (W H^T)^T where it has the
+    kernels for that."""
     monkeypatch.setattr(ff._blas_select, "_own_products", (own, "the path under test"))
-    assert ff.MLP(sizes, dtype=np.float32).workspace(batch).own_products == own
-    assert ff.MLP(sizes, dtype=np.float64).workspace(batch).own_products is False
+    assert ff.MLP(sizes, dtype=dtype).workspace(batch).own_products == own
     assert max(batch * a * b for a, b in zip(sizes, sizes[1:])) > ff._core.SMALL_PRODUCT_MAX_MULADDS
-    _fits_at_1_and_2_threads_equal_the_reference(sizes, batch, np.float32, seed=6)
+    _fits_at_1_and_2_threads_equal_the_reference(sizes, batch, dtype, seed=6)
 
 
 @pytest.mark.parametrize("value", ["", "auto", "own", "blas", "BLAS", "openblas", "gpu"])

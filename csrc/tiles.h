@@ -1,8 +1,9 @@
-/* A 16 x 16 float32 tile transposed through AVX-512 registers: used by the core's
- * transpose (kernels.c) and by the product's packing (gemm.c). x86-64 with GCC or
- * Clang only; the caller checks that the CPU runs AVX-512 before calling it. */
-#ifndef FASTFIT_TILE16_H
-#define FASTFIT_TILE16_H
+/* Square tiles transposed through AVX-512 registers: 16 x 16 float32 and 8 x 8 float64,
+ * one vector per row. Used by the core's transpose (kernels.c) and by the product's
+ * packing (gemm.c). x86-64 with GCC or Clang only; the caller checks that the CPU runs
+ * AVX-512 before calling them. */
+#ifndef FASTFIT_TILES_H
+#define FASTFIT_TILES_H
 
 #include <stddef.h>
 #include <immintrin.h>
@@ -35,6 +36,31 @@ __attribute__((target("avx512f"))) static inline void transpose_tile_16x16(const
         _mm512_storeu_ps(at + (4 + k) * ldat, _mm512_shuffle_f32x4(lanes01_rows0to7, lanes01_rows8to15, 0xDD));
         _mm512_storeu_ps(at + (8 + k) * ldat, _mm512_shuffle_f32x4(lanes23_rows0to7, lanes23_rows8to15, 0x88));
         _mm512_storeu_ps(at + (12 + k) * ldat, _mm512_shuffle_f32x4(lanes23_rows0to7, lanes23_rows8to15, 0xDD));
+    }
+}
+
+/* at's 8 x 8 tile = a's transposed, the same way with pairs of doubles: after the rows
+ * are interleaved in pairs, t[2i] holds columns 0, 2, 4, 6 and t[2i + 1] columns 1, 3, 5, 7
+ * of rows 2i and 2i + 1, one 128-bit lane per column; the lanes are then gathered. */
+__attribute__((target("avx512f"))) static inline void transpose_tile_8x8(const double *a, size_t lda,
+                                                                  double *at, size_t ldat)
+{
+    __m512d r[8], t[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm512_loadu_pd(a + i * lda);
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
+    }
+    for (int odd = 0; odd < 2; odd++) {
+        __m512d lanes01_rows0to3 = _mm512_shuffle_f64x2(t[odd], t[2 + odd], 0x44);
+        __m512d lanes23_rows0to3 = _mm512_shuffle_f64x2(t[odd], t[2 + odd], 0xEE);
+        __m512d lanes01_rows4to7 = _mm512_shuffle_f64x2(t[4 + odd], t[6 + odd], 0x44);
+        __m512d lanes23_rows4to7 = _mm512_shuffle_f64x2(t[4 + odd], t[6 + odd], 0xEE);
+        _mm512_storeu_pd(at + (0 + odd) * ldat, _mm512_shuffle_f64x2(lanes01_rows0to3, lanes01_rows4to7, 0x88));
+        _mm512_storeu_pd(at + (2 + odd) * ldat, _mm512_shuffle_f64x2(lanes01_rows0to3, lanes01_rows4to7, 0xDD));
+        _mm512_storeu_pd(at + (4 + odd) * ldat, _mm512_shuffle_f64x2(lanes23_rows0to3, lanes23_rows4to7, 0x88));
+        _mm512_storeu_pd(at + (6 + odd) * ldat, _mm512_shuffle_f64x2(lanes23_rows0to3, lanes23_rows4to7, 0xDD));
     }
 }
 
