@@ -21,8 +21,10 @@
  * The micro-kernel holds an FF_MR x NR tile of C in 16 vector registers (NR = 32
  * floats or 16 doubles, two vectors a row): per k it loads two vectors of the B panel's
  * row and broadcasts each of the A panel's FF_MR values, 16 fused multiply-adds. Columns
- * past N are masked off; rows past M are computed from zero padding into a tile on the
- * stack and not copied out. The loops are written once, for both types, in gemm_impl.h.
+ * past N are masked off; rows past M are computed from zero padding and never stored.
+ * After the last block of k, a tile's final entries take the layer's element-wise passes
+ * (ff_gemm_finish: bias, ReLU, the ReLU's gate, column sums) before they are stored. The
+ * loops are written once, for both types, in gemm_impl.h.
  */
 #include "gemm.h"
 
@@ -59,6 +61,8 @@ int ff_gemm_usable(void)
 #define V_ADD _mm512_add_ps
 #define V_MASKZ_LOADU _mm512_maskz_loadu_ps
 #define V_MASK_STOREU _mm512_mask_storeu_ps
+#define V_MASKZ_MOV _mm512_maskz_mov_ps
+#define V_CMP_GT_ZERO(v) _mm512_cmp_ps_mask((v), _mm512_setzero_ps(), _CMP_GT_OQ)
 #define TRANSPOSE_TILE transpose_tile_16x16
 #include "gemm_impl.h"
 #undef T
@@ -76,6 +80,8 @@ int ff_gemm_usable(void)
 #undef V_ADD
 #undef V_MASKZ_LOADU
 #undef V_MASK_STOREU
+#undef V_MASKZ_MOV
+#undef V_CMP_GT_ZERO
 #undef TRANSPOSE_TILE
 
 #define T double
@@ -93,6 +99,8 @@ int ff_gemm_usable(void)
 #define V_ADD _mm512_add_pd
 #define V_MASKZ_LOADU _mm512_maskz_loadu_pd
 #define V_MASK_STOREU _mm512_mask_storeu_pd
+#define V_MASKZ_MOV _mm512_maskz_mov_pd
+#define V_CMP_GT_ZERO(v) _mm512_cmp_pd_mask((v), _mm512_setzero_pd(), _CMP_GT_OQ)
 #define TRANSPOSE_TILE transpose_tile_8x8
 #include "gemm_impl.h"
 
@@ -116,12 +124,15 @@ int ff_gemm_usable(void)
     return 0;
 }
 
-/* never called (ff_gemm_usable() is 0); the plain sum, should it ever be */
+/* never called (ff_gemm_usable() is 0): should it ever be, the plain sum (the core
+ * applies the finish itself after BLAS's products, so it is never passed one here) */
 #define PLAIN_GEMM(T, SUFFIX)                                                                   \
     void ff_gemm_##SUFFIX(int trans_a, int trans_b, int M, int N, int K, const T *A, int lda,   \
-                          const T *B, int ldb, T *C, int ldc, void *pack)                       \
+                          const T *B, int ldb, T *C, int ldc, void *pack,                       \
+                          const ff_gemm_finish *finish)                                         \
     {                                                                                           \
         (void)pack;                                                                             \
+        (void)finish;                                                                           \
         for (int i = 0; i < M; i++)                                                             \
             for (int j = 0; j < N; j++) {                                                       \
                 T s = 0;                                                                        \

@@ -8,12 +8,24 @@
 #define FN(name) FF_CAT(name, SUFFIX)
 #define NR (2 * LANES)
 
-/* The tile c (FF_MR rows of ldc) = (or += when accumulate) the a panel (kc x FF_MR,
- * k-major) times the b panel (kc x NR, k-major), for nv of the tile's two vectors per
- * row, the last one's lanes under `last`. */
+/* Where a tile's final entries go, and what is done to them first (see ff_gemm_finish):
+ * the finish's pointers moved to the tile's first row and column. */
+typedef struct {
+    const T *bias;
+    int relu;
+    T *gated;
+    int ldg;
+    T *column_sums;
+} FN(tile_finish);
+
+/* The first mr rows (1 <= mr <= FF_MR) of the tile c (row length ldc) = (or += when
+ * accumulate) the a panel (kc x FF_MR, k-major) times the b panel (kc x NR, k-major), for
+ * nv of the tile's two vectors per row, the last one's lanes under `last`; then, when
+ * `finish` is given (the last block of k), its passes on the final entries. Rows past mr
+ * come from the a panel's zero padding and are never stored. */
 static inline __attribute__((always_inline)) AVX512 void FN(tile_product)(
-    int nv, int kc, const T *restrict a, const T *restrict b, T *restrict c, int ldc,
-    int accumulate, MASK last)
+    int nv, int mr, int kc, const T *restrict a, const T *restrict b, T *restrict c, int ldc,
+    int accumulate, MASK last, const FN(tile_finish) *finish)
 {
     VEC acc[FF_MR][2];
     for (int i = 0; i < FF_MR; i++)
@@ -31,26 +43,52 @@ static inline __attribute__((always_inline)) AVX512 void FN(tile_product)(
         a += FF_MR;
         b += NR;
     }
-    for (int i = 0; i < FF_MR; i++) {
+    MASK lanes[2] = {nv == 1 ? last : ALL_LANES, last};
+    VEC bias[2] = {V_ZERO(), V_ZERO()}, sums[2] = {V_ZERO(), V_ZERO()};
+    for (int v = 0; finish && v < nv; v++) {
+        if (finish->bias)
+            bias[v] = V_MASKZ_LOADU(lanes[v], finish->bias + LANES * v);
+        if (finish->column_sums)
+            sums[v] = V_MASKZ_LOADU(lanes[v], finish->column_sums + LANES * v);
+    }
+    for (int i = 0; i < FF_MR && i < mr; i++) {
         T *ci = c + (size_t)i * ldc;
         for (int v = 0; v < nv; v++) {
-            MASK lanes = v == nv - 1 ? last : ALL_LANES;
+            VEC cv = acc[i][v];
             if (accumulate)
-                acc[i][v] = V_ADD(acc[i][v], V_MASKZ_LOADU(lanes, ci + LANES * v));
-            V_MASK_STOREU(ci + LANES * v, lanes, acc[i][v]);
+                cv = V_ADD(cv, V_MASKZ_LOADU(lanes[v], ci + LANES * v));
+            if (!finish) {
+                V_MASK_STOREU(ci + LANES * v, lanes[v], cv);
+                continue;
+            }
+            if (finish->bias)
+                cv = V_ADD(cv, bias[v]);
+            if (finish->relu)
+                cv = V_MASKZ_MOV(V_CMP_GT_ZERO(cv), cv);
+            T *out = ci + LANES * v;
+            if (finish->gated) {
+                out = finish->gated + (size_t)i * finish->ldg + LANES * v;
+                cv = V_MASKZ_MOV(V_CMP_GT_ZERO(V_MASKZ_LOADU(lanes[v], out)), cv);
+            }
+            if (finish->column_sums)
+                sums[v] = V_ADD(sums[v], cv);
+            V_MASK_STOREU(out, lanes[v], cv);
         }
     }
+    for (int v = 0; finish && finish->column_sums && v < nv; v++)
+        V_MASK_STOREU(finish->column_sums + LANES * v, lanes[v], sums[v]);
 }
 
-/* The tile's first nr columns (1 <= nr <= NR). */
-static AVX512 void FN(micro_kernel)(int nr, int kc, const T *a, const T *b, T *c, int ldc, int accumulate)
+/* The tile's first mr rows and nr columns (1 <= nr <= NR). */
+static AVX512 void FN(micro_kernel)(int mr, int nr, int kc, const T *a, const T *b, T *c, int ldc,
+                                    int accumulate, const FN(tile_finish) *finish)
 {
     int nv = (nr + LANES - 1) / LANES;
     MASK last = (MASK)(ALL_LANES >> (LANES * nv - nr));
     if (nv == 2)
-        FN(tile_product)(2, kc, a, b, c, ldc, accumulate, last);
+        FN(tile_product)(2, mr, kc, a, b, c, ldc, accumulate, last, finish);
     else
-        FN(tile_product)(1, kc, a, b, c, ldc, accumulate, last);
+        FN(tile_product)(1, mr, kc, a, b, c, ldc, accumulate, last, finish);
 }
 
 /* op(A)'s rows [0, mc) and columns [0, kc) into panels of FF_MR rows: panel p holds
@@ -145,22 +183,18 @@ static size_t FN(pack_bytes)(int max_n, int max_k)
 }
 
 void FN(ff_gemm)(int trans_a, int trans_b, int M, int N, int K, const T *A, int lda,
-                 const T *B, int ldb, T *C, int ldc, void *pack)
+                 const T *B, int ldb, T *C, int ldc, void *pack, const ff_gemm_finish *finish)
 {
     size_t a_rs = trans_a ? 1 : (size_t)lda, a_cs = trans_a ? (size_t)lda : 1;
     size_t b_rs = trans_b ? 1 : (size_t)ldb, b_cs = trans_b ? (size_t)ldb : 1;
     /* a whole number of NR-wide panels (128 bytes each) before it: packed_a starts on a 64-byte line */
     T *packed_b = pack, *packed_a = packed_b + FN(packed_b_elements)(N, K);
-    if (K == 0) {
-        for (int i = 0; i < M; i++)
-            memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof(T));
-        return;
-    }
     for (int jc = 0; jc < N; jc += FF_NC) {
         int nc = N - jc < FF_NC ? N - jc : FF_NC;
-        for (int pc = 0; pc < K; pc += KC) {
+        int pc = 0;
+        do {  /* at least once: with K = 0 the one block of k is empty, and C = 0 is finished */
             int kc = K - pc < KC ? K - pc : KC;
-            int accumulate = pc > 0;
+            int accumulate = pc > 0, last_block = pc + kc >= K;
             FN(pack_b)(kc, nc, B + pc * b_rs + jc * b_cs, b_rs, b_cs, packed_b);
             for (int ic = 0; ic < M; ic += FF_MC) {
                 int mc = M - ic < FF_MC ? M - ic : FF_MC;
@@ -171,22 +205,22 @@ void FN(ff_gemm)(int trans_a, int trans_b, int M, int N, int K, const T *A, int 
                     for (int jr = 0; jr < nc; jr += NR) {
                         int nr = nc - jr < NR ? nc - jr : NR;
                         const T *b = packed_b + (size_t)jr * kc;
-                        T *c = C + (size_t)(ic + ir) * ldc + jc + jr;
-                        if (mr == FF_MR) {
-                            FN(micro_kernel)(nr, kc, a, b, c, ldc, accumulate);
-                            continue;
+                        int i0 = ic + ir, j0 = jc + jr;
+                        FN(tile_finish) at_tile, *tile_finish = NULL;
+                        if (finish && last_block) {
+                            at_tile.bias = finish->bias ? (const T *)finish->bias + j0 : NULL;
+                            at_tile.relu = finish->relu;
+                            at_tile.gated = finish->gated ? (T *)finish->gated + (size_t)i0 * finish->ldg + j0 : NULL;
+                            at_tile.ldg = finish->ldg;
+                            at_tile.column_sums = finish->column_sums ? (T *)finish->column_sums + j0 : NULL;
+                            tile_finish = &at_tile;
                         }
-                        /* the last rows: through a full tile on the stack */
-                        T tile[FF_MR * NR] __attribute__((aligned(64))) = {0};
-                        for (int i = 0; accumulate && i < mr; i++)
-                            memcpy(tile + i * NR, c + (size_t)i * ldc, nr * sizeof(T));
-                        FN(micro_kernel)(nr, kc, a, b, tile, NR, accumulate);
-                        for (int i = 0; i < mr; i++)
-                            memcpy(c + (size_t)i * ldc, tile + i * NR, nr * sizeof(T));
+                        FN(micro_kernel)(mr, nr, kc, a, b, C + (size_t)i0 * ldc + j0, ldc, accumulate, tile_finish);
                     }
                 }
             }
-        }
+            pc += kc;
+        } while (pc < K);
     }
 }
 

@@ -55,12 +55,18 @@ cdef extern from "codes.h":
         FF_NORMALIZED
 
 cdef extern from "gemm.h" nogil:
+    ctypedef struct ff_gemm_finish:
+        const void *bias
+        int relu
+        void *gated
+        int ldg
+        void *column_sums
     size_t ff_gemm_pack_bytes(int max_n, int max_k)
     int ff_gemm_usable()
     void ff_gemm_f32(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
-                     const float *B, int ldb, float *C, int ldc, void *pack)
+                     const float *B, int ldb, float *C, int ldc, void *pack, const ff_gemm_finish *finish)
     void ff_gemm_f64(int trans_a, int trans_b, int M, int N, int K, const double *A, int lda,
-                     const double *B, int ldb, double *C, int ldc, void *pack)
+                     const double *B, int ldb, double *C, int ldc, void *pack, const ff_gemm_finish *finish)
 
 cdef extern from "kernels.h" nogil:
     ctypedef struct ff_rule:
@@ -465,9 +471,10 @@ FEW_ROWS_PRODUCT_OUTPUT_RATIO = FEW_ROWS_OUTPUT_RATIO
 
 cdef inline void one_gemm(bint trans_a, bint trans_b, int M, int N, int K,
                        const floating *A, int lda, const floating *B, int ldb,
-                       floating *C, int ldc, char *pack) noexcept nogil:
+                       floating *C, int ldc, char *pack, const ff_gemm_finish *finish) noexcept nogil:
     """Row-major C (M, N) = op(A) @ op(B), where op(X) is X.T when trans_x (C is only written);
-    on fastfit's own product when `pack` (this thread's packing buffer) is given.
+    on fastfit's own product when `pack` (this thread's packing buffer) is given, which then
+    also applies `finish` (NULL: none) to the final entries; BLAS never gets one (see gemm).
 
     BLAS is column-major, and a row-major buffer read column-major is the
     transpose. So the row-major C = op(A) op(B) is the column-major
@@ -479,12 +486,12 @@ cdef inline void one_gemm(bint trans_a, bint trans_b, int M, int N, int K,
     cdef floating one = 1, zero = 0
     if floating is float:
         if pack != NULL:
-            ff_gemm_f32(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, pack)
+            ff_gemm_f32(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, pack, finish)
         else:
             sgemm(&ta, &tb, &N, &M, &K, &one, <float *>B, &ldb, <float *>A, &lda, &zero, C, &ldc)
     else:
         if pack != NULL:
-            ff_gemm_f64(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, pack)
+            ff_gemm_f64(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, pack, finish)
         else:
             dgemm(&ta, &tb, &N, &M, &K, &one, <double *>B, &ldb, <double *>A, &lda, &zero, C, &ldc)
 
@@ -498,6 +505,7 @@ cdef struct GemmJob:
     void *C
     char *pack                  # the workspace's packing buffers (one per share), or NULL
     Py_ssize_t pack_stride      # bytes from one share's packing buffer to the next's
+    const ff_gemm_finish *finish  # fastfit's own product's passes over the whole of C, or NULL
 
 
 cdef inline void share_bounds(int length, int block, int index, int count, int *lo, int *hi) noexcept nogil:
@@ -527,18 +535,41 @@ cdef void gemm_share(void *arg, int index, int count) noexcept nogil:
     if hi <= lo:
         return
     cdef char *pack = job.pack + index * job.pack_stride if job.pack != NULL else NULL
+    cdef ff_gemm_finish share_finish
+    cdef const ff_gemm_finish *finish = NULL
+    cdef size_t item = sizeof(double) if job.f64 else sizeof(float)
+    if job.finish != NULL:  # the same passes, on this share's rows or columns
+        share_finish = job.finish[0]
+        if job.by_rows:
+            if share_finish.gated != NULL:
+                share_finish.gated = <char *>share_finish.gated + <Py_ssize_t>lo * share_finish.ldg * item
+        else:
+            if share_finish.bias != NULL:
+                share_finish.bias = <const char *>share_finish.bias + lo * item
+            if share_finish.gated != NULL:
+                share_finish.gated = <char *>share_finish.gated + lo * item
+            if share_finish.column_sums != NULL:
+                share_finish.column_sums = <char *>share_finish.column_sums + lo * item
+        finish = &share_finish
     if job.f64:
         one_gemm(job.trans_a, job.trans_b, M, N, job.K, <const double *>job.A + a0, job.lda,
-                 <const double *>job.B + b0, job.ldb, <double *>job.C + c0, job.ldc, pack)
+                 <const double *>job.B + b0, job.ldb, <double *>job.C + c0, job.ldc, pack, finish)
     else:
         one_gemm(job.trans_a, job.trans_b, M, N, job.K, <const float *>job.A + a0, job.lda,
-                 <const float *>job.B + b0, job.ldb, <float *>job.C + c0, job.ldc, pack)
+                 <const float *>job.B + b0, job.ldb, <float *>job.C + c0, job.ldc, pack, finish)
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
                       const floating *A, int lda, const floating *B, int ldb,
-                      floating *C, int ldc, const WorkView *ws) noexcept nogil:
-    """Row-major C (M, N) = op(A) @ op(B) (beta = 0: C is only written).
+                      floating *C, int ldc, const WorkView *ws,
+                      const ff_gemm_finish *finish=NULL) noexcept nogil:
+    """Row-major C (M, N) = op(A) @ op(B) (beta = 0: C is only written), then `finish`, a
+    layer's element-wise passes over the result, of one of two kinds: the forward pass's
+    bias and ReLU (bias, relu), or the backward pass's ReLU gate and bias gradient (gated,
+    column_sums; column_sums is overwritten). fastfit's own product applies them to each
+    tile of C in registers, in each share; after BLAS's product they run as passes of their
+    own (bias_act, mask_colsum) over C, whose row length must then be N. Both give the same
+    numbers: the same operations on the same entries, the column sums in order of rows.
 
     A product of at least PRODUCT_SPLIT_MIN_FLOPS is cut into `ws.threads` shares of
     C, one per thread of fastfit's team, each one single-threaded BLAS call (BLAS
@@ -554,14 +585,35 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
     cdef char *pack = ws.pack if own_product(ws.pack, M, N, K) else NULL  # the whole product decides
     cdef bint by_rows = M > N
     cdef int shares = min(ws.threads, (M // SPLIT_MIN_ROWS) if by_rows else (N // SPLIT_MIN_COLUMNS))
-    if shares > 1 and 2.0 * M * N * K >= SPLIT_MIN_FLOPS:
+    cdef bint split = shares > 1 and 2.0 * M * N * K >= SPLIT_MIN_FLOPS
+    cdef ff_gemm_finish in_product
+    cdef const ff_gemm_finish *product_finish = NULL  # what fastfit's own product applies
+    cdef bint sums_after = False  # column sums of shares cut by rows: one pass afterwards, in order
+    cdef Py_ssize_t j
+    if finish != NULL and pack != NULL:
+        in_product = finish[0]
+        if in_product.column_sums != NULL:
+            if split and by_rows:
+                in_product.column_sums = NULL
+                sums_after = True
+            else:
+                for j in range(N):
+                    (<floating *>in_product.column_sums)[j] = 0
+        product_finish = &in_product
+    if split:
         job.f64 = floating is double
         job.trans_a, job.trans_b, job.by_rows, job.M, job.N, job.K = trans_a, trans_b, by_rows, M, N, K
         job.A, job.lda, job.B, job.ldb, job.C, job.ldc = A, lda, B, ldb, C, ldc
-        job.pack, job.pack_stride = pack, ws.pack_stride
+        job.pack, job.pack_stride, job.finish = pack, ws.pack_stride, product_finish
         ff_team_run(gemm_share, &job, shares)
     else:
-        one_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, pack)
+        one_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, pack, product_finish)
+    if sums_after:
+        colsum(<const floating *>finish.gated, M, N, <floating *>finish.column_sums)
+    elif finish != NULL and pack == NULL and finish.gated != NULL:
+        mask_colsum(C, <floating *>finish.gated, M, N, <floating *>finish.column_sums)
+    elif finish != NULL and pack == NULL:
+        bias_act(C, <const floating *>finish.bias, M, N, finish.relu)
 
 
 cdef inline void bias_act(floating *f, const floating *b, Py_ssize_t rows, Py_ssize_t cols,
@@ -616,20 +668,24 @@ cdef inline bint output_transposed(const WorkView *ws, Py_ssize_t B, int d_in, i
             and <double>B * d_in * d_out > SMALL_KERNEL_MAX_MULADDS and B * d_out <= ws.scratch_len)
 
 
-cdef inline void forward_product(const floating *H, Py_ssize_t B, const floating *W, int d_in, int d_out,
-                                 floating *F, const WorkView *ws) noexcept nogil:
-    """F (B, d_out) = H (B, d_in) W^T; from H^T (written into the scratch buffer) where
-    input_transposed says BLAS runs that layout faster, or as (W H^T)^T where
-    output_transposed does (F^T in the scratch buffer)."""
+cdef inline void forward_product(const floating *H, Py_ssize_t B, const floating *W, const floating *b,
+                                 int d_in, int d_out, bint relu, floating *F, const WorkView *ws) noexcept nogil:
+    """F (B, d_out) = H (B, d_in) W^T + b, then relu(F) in place when relu (a hidden layer);
+    from H^T (written into the scratch buffer) where input_transposed says BLAS runs that
+    layout faster, or as (W H^T)^T where output_transposed does (F^T in the scratch buffer).
+    The bias and ReLU are the product's finish (see gemm)."""
     cdef floating *scratch = <floating *>ws.scratch
+    cdef ff_gemm_finish bias_relu
+    bias_relu.bias, bias_relu.relu, bias_relu.gated, bias_relu.ldg, bias_relu.column_sums = b, relu, NULL, 0, NULL
     if input_transposed(ws, B, d_in, d_out):
         transpose(H, B, d_in, scratch)
-        gemm(True, True, <int>B, d_out, d_in, scratch, <int>B, W, d_in, F, d_out, ws)
+        gemm(True, True, <int>B, d_out, d_in, scratch, <int>B, W, d_in, F, d_out, ws, &bias_relu)
     elif floating is float and output_transposed(ws, B, d_in, d_out):
         gemm(False, True, d_out, <int>B, d_in, W, d_in, H, d_in, scratch, <int>B, ws)
         transpose(scratch, d_out, B, F)
+        bias_act(F, b, B, d_out, relu)
     else:
-        gemm(False, True, <int>B, d_out, d_in, H, d_in, W, d_in, F, d_out, ws)
+        gemm(False, True, <int>B, d_out, d_in, H, d_in, W, d_in, F, d_out, ws, &bias_relu)
 
 
 cdef inline void weight_grad_product(const floating *dF, const floating *H, Py_ssize_t B, int d_in,
@@ -644,9 +700,10 @@ cdef inline void weight_grad_product(const floating *dF, const floating *H, Py_s
 
 
 cdef inline void input_grad_product(const floating *dF, const floating *W, Py_ssize_t B, int d_in,
-                                    int d_out, floating *dH, const WorkView *ws) noexcept nogil:
-    """dH (B, d_in) = dF W."""
-    gemm(False, False, <int>B, d_in, d_out, dF, d_out, W, d_in, dH, d_in, ws)
+                                    int d_out, floating *dH, const WorkView *ws,
+                                    const ff_gemm_finish *finish=NULL) noexcept nogil:
+    """dH (B, d_in) = dF W, then `finish` (see gemm)."""
+    gemm(False, False, <int>B, d_in, d_out, dF, d_out, W, d_in, dH, d_in, ws, finish)
 
 
 # ---------------------------------------------------------------- forward and backward
@@ -674,8 +731,7 @@ cdef void forward_rows(const NetView *net, const floating *X, Py_ssize_t B, Py_s
     for k in range(net.L):
         d_in, d_out = net.dims[k], net.dims[k + 1]
         F = acts + B * net.aoff[k] + lo * d_out
-        forward_product(H, rows, params + net.woff[k], d_in, d_out, F, ws)
-        bias_act(F, params + net.boff[k], rows, d_out, k < net.L - 1)
+        forward_product(H, rows, params + net.woff[k], params + net.boff[k], d_in, d_out, k < net.L - 1, F, ws)
         H = F
 
 
@@ -725,10 +781,12 @@ cdef void backward_layer(const NetView *net, const floating *X, Py_ssize_t B, fl
     cdef int d_in = net.dims[k], d_out = net.dims[k + 1]
     cdef floating *dF = acts + B * net.aoff[k]
     cdef floating *H = <floating *>X if k == 0 else acts + B * net.aoff[k - 1]
+    cdef ff_gemm_finish gate_sums  # dF_{k-1} over H_k and db_{k-1}, from dH_k (see gemm)
     weight_grad_product(dF, H, B, d_in, d_out, grads + net.woff[k], ws)
     if k > 0:
-        input_grad_product(dF, params + net.woff[k], B, d_in, d_out, scratch, ws)
-        mask_colsum(scratch, H, B, d_in, grads + net.boff[k - 1])
+        gate_sums.bias, gate_sums.relu, gate_sums.gated, gate_sums.ldg = NULL, False, H, d_in
+        gate_sums.column_sums = grads + net.boff[k - 1]
+        input_grad_product(dF, params + net.woff[k], B, d_in, d_out, scratch, ws, &gate_sums)
 
 
 cdef void backward_pass(const NetView *net, const floating *X, Py_ssize_t B, floating *acts,

@@ -427,14 +427,19 @@ def test_products_equal_numpy_and_do_not_depend_on_the_thread_count(M, N, K, tra
 @pytest.mark.parametrize("own", OWN_PRODUCTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sizes, batch", [([300, 290, 257, 7], 37), ([40, 256, 256, 10], 16),
-                                          ([784, 512, 10], 64), ([40, 1024, 256, 10], 22)])
+                                          ([784, 512, 10], 64), ([40, 1024, 256, 10], 22),
+                                          ([40, 64, 600, 10], 96), ([32, 160, 640, 10], 48)])
 def test_fits_on_fastfit_own_products_equal_the_reference(sizes, batch, dtype, own, monkeypatch):
     """Fits whose products pass the small-matrix range run on fastfit's own product where the CPU
     has AVX-512 (BLAS's otherwise), and equal the reference at 1 and 2 threads, in float32 and in
     float64: products with edges in every dimension, last batches of fewer rows (22 and 32 of the
     96), products split by rows and by columns; and a last batch of 8 rows, too few for fastfit's
     own product, whose float32 forward product BLAS then forms as (W H^T)^T where it has the
-    kernels for that."""
+    kernels for that. The product finishes each layer in registers (bias and ReLU forward; the
+    ReLU's gate and the bias gradient backward): [40, 64, 600, 10] at batch 96 cuts the second
+    layer's input-gradient product by rows, so its bias gradient is summed after the shares, and
+    sums over 600 (float32: more than one block of k, so the gate applies after the last);
+    [32, 160, 640, 10] at batch 48 does the same cut by columns."""
     monkeypatch.setattr(ff._blas_select, "_own_products", (own, "the path under test"))
     assert ff.MLP(sizes, dtype=dtype).workspace(batch).own_products == own
     assert max(batch * a * b for a, b in zip(sizes, sizes[1:])) > ff._core.SMALL_PRODUCT_MAX_MULADDS
