@@ -8,6 +8,7 @@ flops per sample against the best large-GEMM rate measured on the machine
 (peak.py).
 """
 from .frameworks import ORDER, PEERS, label
+from .timing import MIN_STEPS_PER_REPEAT
 
 MiB = 2 ** 20
 LOADED = 0.25  # other processes kept this many cores busy meanwhile: noted in the details
@@ -477,7 +478,8 @@ def _method(results):
             f"{' and '.join(map(str, results['thread_counts']))} thread(s), each in its own processes; a cell "
             "shows its best, with the winning count as (1t)/(2t). A cell's value is the median over "
             f"at least {results['procs']} processes at that count of each process's median of "
-            f"{results['repeats']} repeats of ~{results['target_s']:g} s (after a warm-up epoch). "
+            f"{results['repeats']} repeats of ~{results['target_s']:g} s and at least {MIN_STEPS_PER_REPEAT} steps "
+            "(after a warm-up epoch). "
             f"In square brackets: fastfit's speed over that peer. ⚠: the spread across processes or across one "
             f"process's repeats stayed above {thr:.0%} " + ("after one rerun" if results.get("rerun") else "")
             + " (see Measurement details)." + (

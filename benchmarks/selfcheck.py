@@ -142,13 +142,17 @@ class FakeTrainer:
 
 
 def check_timing():
-    from .timing import measure, spread
+    from .timing import MIN_STEPS_PER_REPEAT, measure, spread
     res = measure(FakeTrainer(), n_total=16384, batch=32, target_s=0.02, repeats=3)
     check(res["variant"] == "b" and set(res["variant_pilot_rates"]) == {"a", "b"},
           "the fastest variant is kept, every variant's pilot rate recorded")
     check(0.3e6 < res["samples_per_s"] < 1.05e6,
           f"the fake's rate (1e6/s less sleep overshoot) is recovered ({res['samples_per_s']:.3g}/s)")
     check(abs(spread([90, 100, 110]) - 0.2) < 1e-12 and spread([5]) == 0.0, "spread = (max - min) / median")
+    slow = measure(FakeTrainer(), n_total=16384, batch=2048, target_s=0.001, repeats=1)
+    check(slow["steps_per_repeat"] >= MIN_STEPS_PER_REPEAT,
+          f"a repeat holds at least {MIN_STEPS_PER_REPEAT} steps however slow a step is "
+          f"({slow['steps_per_repeat']} of batch 2048 at 1e6 samples/s in a 1 ms target)")
 
 
 def check_workloads():

@@ -13,7 +13,10 @@ rates go into the result.
 
 The pilot trains on a few batches to estimate the rate; the timed rows are then
 the prefix that one repeat covers in ``target_s`` (all of the data if it is
-faster: then one repeat is several epochs). A warm-up epoch at that size comes
+faster: then one repeat is several epochs), and never fewer than
+MIN_STEPS_PER_REPEAT batches: an epoch of a single step would time what a
+framework does once per call (setting up, checking) as if it were training,
+where a user's epochs hold many steps. A warm-up epoch at that size comes
 before the timed repeats, so compilation, thread start-up and first-touch page
 faults stay out of them.
 
@@ -23,6 +26,10 @@ noise seen inside the process, whatever caused it.
 import math
 import statistics
 import time
+
+#: The fewest steps one timed repeat holds (the large network's step takes about 0.3 s,
+#: so ~0.2 s repeats would be one step each).
+MIN_STEPS_PER_REPEAT = 4
 
 
 def _timed(fn, *args):
@@ -75,7 +82,7 @@ def measure(trainer, n_total, batch, target_s, repeats, min_pilot_rows=1024):
     t_pilot = _timed(trainer.run, 1)
     variant, variant_rates, prepared = choose_variant(trainer, pilot, t_pilot, batch, target_s)
     rate = variant_rates[variant] if variant else pilot / t_pilot
-    want = rate * target_s                              # samples one repeat should hold
+    want = max(rate * target_s, MIN_STEPS_PER_REPEAT * batch)  # samples one repeat should hold
     rows = int(min(n_total, max(batch, want // batch * batch)))
     epochs = max(1, int(round(want / rows)))
     if rows != prepared:
