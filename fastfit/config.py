@@ -72,7 +72,8 @@ def show_config(file=None):
         print("forward products of few rows: as H W^T (the transposed form was measured faster only with "
               "OpenBLAS's AVX-512 kernels)", file=file)
     print(f"element-wise passes, losses and optimizer updates: fastfit's C loops, {info['loop_clone']} "
-          "version (the loader's choice for this CPU)", file=file)
+          "version (the loader's choice for this CPU)" + ("; a layer's bias and ReLU, and its ReLU gate and bias "
+          "gradient, inside fastfit's own product where it runs" if info["own_products"] else ""), file=file)
     print(f"fastfit's own threads (large products and optimizer updates): {info['own_threads']} started "
           "so far; they sleep 50 us after their last job, and fastfit loads no OpenMP runtime", file=file)
     lib = info["scipy_blas"]
