@@ -33,7 +33,8 @@ typedef struct {
     int relu;           /* then keep entries > 0 and make the others 0 (NaN included) */
     void *gated;        /* write the entries here (row length ldg) instead of into C, each kept only
                            where the entry it overwrites is > 0, else 0: dL/dF = 1[H > 0] dL/dH
-                           written over H. C then only holds partial sums over k (K > one block). */
+                           written over H. C then only holds partial sums over k (K > one block),
+                           and must not overlap gated. */
     int ldg;
     void *column_sums;  /* add each column's entries, row after row in order, to column_sums[j] */
 } ff_gemm_finish;
