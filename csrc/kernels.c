@@ -2,6 +2,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 
 #include "clones.h"
 #include "expf.h"

@@ -30,7 +30,8 @@ typedef struct {
 
 /* One in-place step over n parameters: p, g, m, v are the stretch's parameters,
  * gradient and state (m, v may be NULL when the rule keeps none). Runs on
- * n_threads of fastfit's own threads when n is large. */
+ * n_threads of fastfit's own threads when n is large, in contiguous parts that
+ * start on 64-byte lines of p (the core's buffers all start on lines). */
 void ff_update_f32(const ff_rule *rule, float *p, const float *g, float *m, float *v,
                   size_t n, int n_threads);
 void ff_update_f64(const ff_rule *rule, double *p, const double *g, double *m, double *v,

@@ -176,11 +176,25 @@ typedef struct {
     size_t n;
 } FN(update_job);
 
+/* Where part `index` of `count` starts: an even share of n, moved back to where a
+ * 64-byte line of p starts (p, g, m and v sit alike on lines: the core allocates them on
+ * line boundaries), so that each part's vectors are whole lines, as the first part's are. */
+static size_t FN(part_start)(const T *p, size_t n, int index, int count)
+{
+    const size_t line = 64 / sizeof(T);
+    size_t skew = ((uintptr_t)p / sizeof(T)) % line;  /* elements of p's first line before p */
+    size_t even = n * (size_t)index / (size_t)count;
+    if (index == 0 || index == count)
+        return even;
+    size_t start = (even + skew) / line * line;
+    return start > skew ? start - skew : 0;
+}
+
 static void FN(update_part)(void *arg, int index, int count)
 {
     FN(update_job) *job = arg;
-    size_t lo = job->n * (size_t)index / (size_t)count;
-    size_t hi = job->n * (size_t)(index + 1) / (size_t)count;
+    size_t lo = FN(part_start)(job->p, job->n, index, count);
+    size_t hi = FN(part_start)(job->p, job->n, index + 1, count);
     FN(update_range)(job->rule, job->p + lo, job->g + lo, job->m ? job->m + lo : NULL,
                      job->v ? job->v + lo : NULL, hi - lo);
 }

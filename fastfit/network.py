@@ -138,7 +138,10 @@ class MLP:
 
     def _build(self, sizes, dtype, params, seed):
         self.sizes, self.dtype, self.seed = sizes, dtype, seed
-        self._net = _core.Network(sizes, params, np.zeros_like(params))
+        # on 64-byte lines, as the optimizer's state is: whole vectors per line in the update
+        params, given = _core.line_aligned_zeros(params.size, dtype), params
+        params[...] = given
+        self._net = _core.Network(sizes, params, _core.line_aligned_zeros(params.size, dtype))
         self._ws = None          # workspace of the step API
         self._last_X = None      # the batch whose activations are stored, until backward
         self._use = threading.RLock()
@@ -310,13 +313,14 @@ class MLP:
             targets = B * np.dtype(np.intp).itemsize
         else:
             targets = B * self.n_outputs * item
+        line = _core.LINE_BYTES  # each buffer is that much longer, to start on a cache line
         report = {
-            "parameters": self.n_params * item,
-            "gradients": self.n_params * item,
-            "optimizer_state": n_state * self.n_params * item,
-            "activations": B * sum(self.sizes[1:]) * item,
-            "backward_scratch": B * (max(hidden) if hidden else 0) * item,
-            "batch": B * self.sizes[0] * item + targets,
+            "parameters": self.n_params * item + line,
+            "gradients": self.n_params * item + line,
+            "optimizer_state": n_state * (self.n_params * item + line),
+            "activations": B * sum(self.sizes[1:]) * item + line,
+            "backward_scratch": B * max(hidden) * item + line if hidden else 0,
+            "batch": B * self.sizes[0] * item + line + targets + line,
             "snapshot": (1 + n_state) * self.n_params * item,
             # the workspace aligns its buffers to a 64-byte line: 16 floats more
             "packing": (n_threads * _core.own_product_packing_bytes(self.sizes, B) + 64) if own_products else 0,

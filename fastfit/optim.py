@@ -77,7 +77,8 @@ class Optimizer:
         """Allocate the state for this model on first use; refuse another model later."""
         key = (tuple(model.sizes), model.dtype)
         if self._bound is None:
-            self._state = {name: np.zeros(model.n_params, dtype=model.dtype) for name in self.state_names}
+            # on 64-byte lines, as the model's parameters are: whole vectors per line in the update
+            self._state = {name: _core.line_aligned_zeros(model.n_params, model.dtype) for name in self.state_names}
             self._bound = key
             self._model = weakref.ref(model)
             return
@@ -171,10 +172,11 @@ class Optimizer:
                 if arr.shape != (n,):
                     raise ValueError(f"state['buffers'][{name!r}] has shape {arr.shape}; a model of sizes "
                                      f"{list(key[0])} needs ({n},)")
-                arr = np.array(_checks.finite_array(arr, key[1], f"state['buffers'][{name!r}]"), copy=True)
+                arr = _checks.finite_array(arr, key[1], f"state['buffers'][{name!r}]")
                 if name == "v" and arr.size and arr.min() < 0:
                     raise ValueError("state['buffers']['v'] holds negative values: Adam's second moment is never negative")
-                arrays[name] = arr
+                arrays[name] = _core.line_aligned_zeros(n, key[1])  # a copy, on lines as bind's are
+                arrays[name][...] = arr
         lookahead = state.get("lookahead", True)
         if not isinstance(lookahead, (bool, np.bool_)):
             raise TypeError(f"state['lookahead'] must be a bool, got {lookahead!r}")

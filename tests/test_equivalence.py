@@ -305,6 +305,34 @@ def test_split_updates_equal_one_thread_and_the_reference(opt_name):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_an_update_split_off_a_line_equals_the_reference(dtype):
+    """The parameters, gradients and Adam's state start on 64-byte lines, and a split update's
+    later parts start on lines too (csrc/update_impl.h, part_start). Here the second layer's
+    stretch starts 4 entries past a line and is large enough to be split: its parts still
+    cover every parameter once, at 2 and 3 threads as at 1."""
+    sizes = [300, 260, 300, 10]
+    X, y = _big_problem()
+    fits = []
+    for n in (1, 2, 3):
+        fast = ff.MLP(sizes, dtype=dtype, seed=2)
+        opt = optimizer_pair("adam")[0]
+        ff.fit(fast, X.astype(dtype), y, loss=ff.SoftmaxCrossEntropy(), optimizer=opt, batch_size=32, epochs=1,
+               seed=0, n_threads=n)
+        for buffer in (fast.params, fast.grads, *opt.state_buffers().values()):
+            assert buffer.ctypes.data % 64 == 0
+        fits.append(fast.params)
+    woff = int(fast._net.woff[1])
+    assert (woff * np.dtype(dtype).itemsize) % 64 != 0 and fast.layers[1].W.size + 300 >= 2 ** 16
+    for n, params in zip((2, 3), fits[1:]):
+        assert_matches(params, fits[0], dtype, f"{n} threads")
+    slow = ref.MLP(sizes, dtype=dtype, seed=2)
+    ref.fit(slow, X.astype(dtype), y, loss=ref.SoftmaxCrossEntropy(), optimizer=optimizer_pair("adam")[1],
+            batch_size=32, epochs=1, seed=0)
+    if dtype == np.float64:  # float32's Adam can flip a tiny gradient's step (see the test below)
+        assert_matches(fits[0], slow.params, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_products_split_by_rows_equal_the_reference(dtype):
     """A batch taller than its layers are wide: the forward and input-gradient products are
     cut into shares of rows (the shared operand, W, is then the smaller one); the weight

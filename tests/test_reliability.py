@@ -308,6 +308,26 @@ def test_memory_report_counts_the_packing_buffers_a_workspace_holds(sizes, batch
         model.memory_report(batch, n_threads=0)
 
 
+@pytest.mark.parametrize("sizes, batch, dtype, loss", [([784, 256, 10], 64, np.float32, "cross_entropy"),
+                                                       ([64, 128, 10], 32, np.float64, "mse"),
+                                                       ([5, 3], 7, np.float32, "cross_entropy")])
+def test_memory_report_counts_what_the_buffers_allocate(sizes, batch, dtype, loss):
+    """Each term is the allocation of its buffers, which start on 64-byte lines (each allocated
+    64 bytes longer): the model's parameters and gradients, Adam's state, and a fit's workspace."""
+    model = ff.MLP(sizes, dtype=dtype)
+    opt = ff.Adam()
+    report = model.memory_report(batch, opt, loss, n_threads=2)
+    X = np.zeros((batch, sizes[0]), dtype=dtype)
+    y = np.zeros(batch, dtype=int) if loss == "cross_entropy" else np.zeros((batch, sizes[-1]))
+    ff.fit(model, X, y, loss=loss, optimizer=opt, batch_size=batch, epochs=1, n_threads=2, verbose=0)
+    assert report["parameters"] == ff._core.allocated_bytes(model.params)
+    assert report["gradients"] == ff._core.allocated_bytes(model.grads)
+    assert report["optimizer_state"] == sum(ff._core.allocated_bytes(b) for b in opt.state_buffers().values())
+    labels = loss == "cross_entropy"
+    ws = model.workspace(batch, target_cols=0 if labels else sizes[-1], labels=labels, threads=2)
+    assert ws.nbytes == sum(report[k] for k in ("activations", "backward_scratch", "batch", "packing"))
+
+
 @pytest.mark.parametrize("value", ["no", "False", 0, 1, None, 1.0, np.array(True)], ids=repr)
 def test_nesterov_must_be_a_bool(value):
     with pytest.raises(TypeError, match="nesterov must be True or False"):
