@@ -261,9 +261,9 @@ cdef class Workspace:
     def threads(self, int n):
         if n < 1:
             raise ValueError(f"threads must be at least 1, got {n}")
-        if self.own_products and self.packing.shape[0] < n * self.v.pack_stride + 64:
-            # one packing buffer per thread, each starting on a 64-byte line
-            self.packing = np.empty(n * self.v.pack_stride + 64, dtype=np.uint8)
+        if self.own_products and self.packing.shape[0] < n * self.v.pack_stride + LINE:
+            # one packing buffer per thread, each starting on a line
+            self.packing = np.empty(n * self.v.pack_stride + LINE, dtype=np.uint8)
             self.v.pack = line_aligned(self.packing)
         self.v.threads = n
 
@@ -402,13 +402,16 @@ cdef enum:
 SMALL_PRODUCT_MAX_MULADDS = SMALL_KERNEL_MAX_MULADDS
 SMALL_PRODUCT_TN_MAX_OUTPUTS = SMALL_KERNEL_TN_MAX_OUTPUTS
 
+cdef enum:
+    LINE = 64  # bytes of a cache line: where the core's buffers start
+
+LINE_BYTES = LINE
+
+
 cdef char *line_aligned(cnp.ndarray buffer) except NULL:
-    """The first byte of `buffer` that starts a 64-byte line (the buffers hold 64 bytes more)."""
+    """The first byte of `buffer` that starts a line (the buffers hold LINE bytes more)."""
     cdef char *base = <char *>cnp.PyArray_DATA(buffer)
-    return base + (64 - <size_t>base % 64) % 64
-
-
-LINE_BYTES = 64
+    return base + (LINE - <size_t>base % LINE) % LINE
 
 
 def allocated_bytes(array):
@@ -1233,7 +1236,7 @@ def product(const floating[:, ::1] A, const floating[:, ::1] B, bint trans_a, bi
         raise ValueError(f"out must be a writable C-contiguous {np.dtype(dtype).name} array of shape {(M, N)}")
     c = C
     ws.pack_stride = own_product_packing_bytes([N, K], 0)
-    need = threads * ws.pack_stride + 64 if own else 0
+    need = threads * ws.pack_stride + LINE if own else 0
     if packing is None:
         packing = np.empty(need, dtype=np.uint8)
     if not (isinstance(packing, np.ndarray) and packing.dtype == np.uint8 and packing.ndim == 1

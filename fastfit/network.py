@@ -322,8 +322,7 @@ class MLP:
             "backward_scratch": B * max(hidden) * item + line if hidden else 0,
             "batch": B * self.sizes[0] * item + line + targets + line,
             "snapshot": (1 + n_state) * self.n_params * item,
-            # the workspace aligns its buffers to a 64-byte line: 16 floats more
-            "packing": (n_threads * _core.own_product_packing_bytes(self.sizes, B) + 64) if own_products else 0,
+            "packing": (n_threads * _core.own_product_packing_bytes(self.sizes, B) + line) if own_products else 0,
         }
         report["total"] = sum(report.values())
         return report
