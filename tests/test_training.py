@@ -259,6 +259,39 @@ def test_runs_of_steps_grow_until_their_snapshot_and_check_are_a_small_share():
     assert epochs._next_chunk(elapsed=1e-6, steps=1, guard_s=0.0, n_batches=7) == 7
 
 
+def test_a_later_fit_of_the_model_starts_with_runs_of_its_last_pace(spirals, monkeypatch):
+    """The first run of a fit is one step, to time it; a later fit of the same model, batch
+    size and threads starts at the pace the last one measured, so it takes one snapshot and
+    check where it would take two. Another batch size starts again at one step. Results do
+    not depend on where runs end."""
+    X, y = spirals[0], spirals[1]
+    lengths = []
+    real = epochs.LocalRunner.run
+
+    def spy(self, order, first, n, lrs, t0):
+        lengths.append(n)
+        return real(self, order, first, n, lrs, t0)
+
+    monkeypatch.setattr(epochs.LocalRunner, "run", spy)
+
+    def fit(model, batch_size, n_threads=1):
+        lengths.clear()
+        ff.fit(model, X, y, "cross_entropy", ff.Adam(1e-2), batch_size=batch_size, epochs=1, seed=0, verbose=0,
+               n_threads=n_threads)
+        return list(lengths)
+
+    model, twin = ff.MLP([2, 16, 3], seed=0), ff.MLP([2, 16, 3], seed=0)
+    n_batches = -(-len(X) // 8)
+    assert fit(model, 8)[0] == 1
+    assert fit(model, 8) == [n_batches]  # the whole epoch in one run: its steps take microseconds
+    assert fit(model, 16)[0] == 1 and fit(model, 8, n_threads=2)[0] == 1
+    assert fit(twin, 8)[0] == 1  # a pace belongs to its model
+    del epochs._PACE[twin]
+    assert fit(twin, 8)[0] == 1  # the same steps as model's one run, cut in two
+    fit(twin, 16), fit(twin, 8, n_threads=2)
+    np.testing.assert_array_equal(model.params, twin.params)
+
+
 def test_the_guard_time_is_measured_around_each_run(spirals):
     X, y = spirals[0], spirals[1]
     model = ff.MLP([2, 16, 3], seed=0)
