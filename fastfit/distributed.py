@@ -576,6 +576,13 @@ class DistributedRunner(LocalRunner):
         record.update(time=seconds, samples_per_s=rows / seconds if seconds > 0 else math.inf,
                       allreduce_s=float(table[:, 1].mean()))
 
+    def agree_on_run(self, steps):
+        """The fewest steps any rank would run next. Each rank sizes its runs from its own
+        timing, and a run's end is where an update that overflowed is found and the run
+        replayed step by step: the ranks must end their runs together, or one rank's replayed
+        steps would meet another's new ones in the all-reduce."""
+        return int(self.coll.allgather(np.array([steps], dtype=np.int64), "run-length agreement").min())
+
     def agree_to_stop(self, epoch, stop):
         """Rank 0 writes the checkpoint; every rank stops when any rank wants to, or when the write failed."""
         failed = None

@@ -346,6 +346,10 @@ class LocalRunner:
     def complete_record(self, epoch, record):
         pass
 
+    def agree_on_run(self, steps):
+        """The steps of the next run, as every process running this fit will take them."""
+        return steps
+
     def agree_to_stop(self, epoch, stop):
         return stop
 
@@ -413,7 +417,7 @@ def run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle,
                 while done < n_batches:
                     if runner.interrupted(interrupt):
                         raise KeyboardInterrupt
-                    n = min(chunk, n_batches - done)
+                    n = runner.agree_on_run(min(chunk, n_batches - done))
                     lrs, runnable, schedule_error = optimizer.rates(optimizer.t, n)
                     t0 = time.perf_counter()
                     result = runner.run(order, done, runnable, lrs, optimizer.t) if runnable else \

@@ -90,7 +90,8 @@ def equivalence(launcher, tmp_path_factory):
 RTOL = 1e-12
 
 
-@pytest.mark.parametrize("case", ["sgd_momentum", "adam", "nesterov", "adam_overlap", "ragged_overlap"])
+@pytest.mark.parametrize("case", ["sgd_momentum", "adam", "nesterov", "adam_overlap", "ragged_overlap",
+                                  "uneven_runs"])
 def test_two_ranks_match_one_process_with_the_global_batch(equivalence, case):
     r = equivalence[case]
     assert r["t"][0] == r["t"][1]
@@ -98,6 +99,15 @@ def test_two_ranks_match_one_process_with_the_global_batch(equivalence, case):
     assert r["params_rel"] < RTOL, r
     assert r["loss_rel"] < RTOL, r
     assert r["ranks_identical"] and r["history_identical"], r
+    assert r["runs_identical"], r  # every rank ends its runs of steps at the same steps
+
+
+def test_ranks_agree_on_where_runs_of_steps_end(equivalence):
+    """Each rank sizes its runs from its own timing, and an update that overflowed is found,
+    and its run replayed step by step, where a run ends: the ranks take the fewest steps any
+    of them wants (here rank 0 wants 1 and rank 1 wants 2), so their runs end together."""
+    r = equivalence["uneven_runs"]
+    assert r["runs_identical"] and r["runs"][1:] and all(n == 1 for _, n in r["runs"]), r
 
 
 FACTOR_CASES = ["adam_factors", "ragged_factors", "memmap_factors", "mse_factors", "bce_factors"]

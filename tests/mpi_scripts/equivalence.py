@@ -18,6 +18,7 @@ from mpi4py import MPI
 
 import fastfit as ff
 from fastfit import distributed
+from fastfit import epochs as epoch_loop  # case() has an argument named epochs
 
 comm = MPI.COMM_WORLD
 rank, size = comm.rank, comm.size
@@ -36,7 +37,8 @@ def rel(a, b):
 
 
 def case(name, sizes, n, make_opt, batch_size, epochs=3, loss="cross_entropy", memmap=False,
-         validation=False, drop_last=False, targets="labels", overlap=False, exchange="gradient"):
+         validation=False, drop_last=False, targets="labels", overlap=False, exchange="gradient",
+         uneven_runs=False):
     rng = np.random.default_rng(7)
     X = rng.standard_normal((n, sizes[0]))
     if targets == "labels":
@@ -59,8 +61,21 @@ def case(name, sizes, n, make_opt, batch_size, epochs=3, loss="cross_entropy", m
         Xd = np.load(path, mmap_mode="r")
     model = ff.MLP(sizes, dtype=np.float64, seed=rank)  # different on purpose: rank 0's is broadcast
     opt = make_opt()
-    hist = ff.fit(model, Xd, y, loss, opt, comm=comm, timeout=60, overlap=overlap, exchange=exchange,
-                  **kwargs)  # ff.fit hands comm= to distributed.fit
+    runs, real_run, real_next = [], epoch_loop.LocalRunner.run, epoch_loop._next_chunk
+
+    def spy(self, order, first, n, lrs, t0):
+        runs.append((first, n))
+        return real_run(self, order, first, n, lrs, t0)
+
+    epoch_loop.LocalRunner.run = spy
+    if uneven_runs:  # each rank would size its runs differently: rank r wants runs of r + 1 steps
+        epoch_loop._next_chunk = lambda *args: rank + 1
+    try:
+        hist = ff.fit(model, Xd, y, loss, opt, comm=comm, timeout=60, overlap=overlap, exchange=exchange,
+                      **kwargs)  # ff.fit hands comm= to distributed.fit
+    finally:
+        epoch_loop.LocalRunner.run, epoch_loop._next_chunk = real_run, real_next
+    runs_all = comm.gather(runs, root=0)
     # every rank holds the same parameters and history, bit for bit
     params_all = comm.gather(model.params, root=0)
     hist_all = comm.gather({k: v for k, v in hist.history.items() if k not in ("time", "samples_per_s",
@@ -81,6 +96,8 @@ def case(name, sizes, n, make_opt, batch_size, epochs=3, loss="cross_entropy", m
         "t": [opt.t, ref_opt.t],
         "loss_rel": rel(hist["loss"], ref["loss"]),
         "ranks_identical": all(np.array_equal(p, params_all[0]) for p in params_all),
+        "runs_identical": all(r == runs_all[0] for r in runs_all),
+        "runs": runs_all[0],
         "history_identical": all(h == hist_all[0] for h in hist_all) and all(t == times_all[0] for t in times_all),
         "keys": sorted(hist.keys()),
         "factor_layers": distributed.factor_layers(sizes, batch_size) if exchange == "factors" else None,
@@ -95,6 +112,9 @@ CASES = {
     # 2 ranks x 16 rows = global batch 32; 200 rows: 6 full batches and a ragged one of 8
     "sgd_momentum": dict(sizes=(5, 16, 16, 3), n=200, make_opt=lambda: ff.SGD(0.05, momentum=0.9), batch_size=32),
     "adam": dict(sizes=(5, 16, 16, 3), n=200, make_opt=lambda: ff.Adam(0.01), batch_size=32),
+    # ranks that would end their runs at different steps end them together
+    "uneven_runs": dict(sizes=(5, 16, 16, 3), n=200, make_opt=lambda: ff.Adam(0.01), batch_size=32,
+                        uneven_runs=True),
     "nesterov": dict(sizes=(5, 16, 16, 3), n=200,
                      make_opt=lambda: ff.SGD(0.05, momentum=0.9, nesterov=True), batch_size=32),
     # a last batch of one row: every rank but the last has an empty slice; odd batch: uneven slices
