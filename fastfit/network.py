@@ -133,12 +133,12 @@ class MLP:
         if arr.shape != (n,):
             raise ValueError(f"params has shape {arr.shape}, sizes {list(sizes)} need ({n},)")
         model = cls.__new__(cls)
-        model._build(sizes, dtype, np.array(_checks.finite_array(arr, dtype, "params"), copy=True), seed)
+        model._build(sizes, dtype, _checks.finite_array(arr, dtype, "params"), seed)  # _build copies it
         return model
 
     def _build(self, sizes, dtype, params, seed):
         self.sizes, self.dtype, self.seed = sizes, dtype, seed
-        # on 64-byte lines, as the optimizer's state is: whole vectors per line in the update
+        # a copy on 64-byte lines, as the optimizer's state is: whole vectors per line in the update
         params, given = _core.line_aligned_zeros(params.size, dtype), params
         params[...] = given
         self._net = _core.Network(sizes, params, _core.line_aligned_zeros(params.size, dtype))
