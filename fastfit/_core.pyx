@@ -386,8 +386,14 @@ cdef enum:
     SPLIT_COLUMN_BLOCK = 16
     SPLIT_MIN_ROWS = 32
     SPLIT_ROW_BLOCK = 8
+    # A weight-gradient product (op(A) = dF^T: trans_a) with rows for two shares is cut by
+    # rows even when C is wider than tall, up to this many times: at two threads 7-11% faster
+    # than column shares at 256 x 256, 256 x 784, 256 x 1024 and 1024 x 1024 (K = 64-128),
+    # 7-10% slower at 512 x 4096 and 64 x 4096 (docs/design.md, "The training step").
+    WEIGHT_GRAD_ROWS_RATIO = 4
 
 PRODUCT_SPLIT_MIN_FLOPS = SPLIT_MIN_FLOPS
+WEIGHT_GRADIENT_ROWS_RATIO = WEIGHT_GRAD_ROWS_RATIO
 
 cdef enum:
     # SciPy's OpenBLAS with its AVX-512 (SkylakeX) kernels runs a product of at most
@@ -602,14 +608,15 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
     runs at one thread while the core works) or one call of fastfit's own product
     with that thread's packing buffer (one_gemm). The cut runs along C's longer side:
     each share packs the whole of the operand it shares with the others, and
-    that is then the smaller one. Every entry of C is still one BLAS dot product
-    over all of K, so nothing is added afterwards, and no share reads what
+    that is then the smaller one; a weight-gradient product is cut by rows up to
+    WEIGHT_GRAD_ROWS_RATIO times wider than tall, as measured faster. Every entry of
+    C is still one BLAS dot product over all of K, so nothing is added afterwards, and no share reads what
     another writes (BLAS may block a narrower share's sums differently: another
     thread count can change results by rounding).
     """
     cdef GemmJob job
     cdef char *pack = ws.pack if own_product(ws.pack, M, N, K) else NULL  # the whole product decides
-    cdef bint by_rows = M > N
+    cdef bint by_rows = M > N or (trans_a and WEIGHT_GRAD_ROWS_RATIO * M >= N and M >= 2 * SPLIT_MIN_ROWS)
     cdef int shares = min(ws.threads, (M // SPLIT_MIN_ROWS) if by_rows else (N // SPLIT_MIN_COLUMNS))
     cdef bint split = shares > 1 and 2.0 * M * N * K >= SPLIT_MIN_FLOPS
     cdef ff_gemm_finish in_product

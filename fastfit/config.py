@@ -50,8 +50,9 @@ def show_config(file=None):
         print(f"matrix products: SciPy's BLAS (sgemm/dgemm) for every one: {info['own_products_reason']}",
               file=file)
     print(f"products of at least {_core.PRODUCT_SPLIT_MIN_FLOPS / 1e6:.1f} MFLOP are cut into shares of their "
-          "output (along the longer side) across fastfit's threads, one call each; BLAS runs at one thread "
-          "while fastfit works", file=file)
+          "output across fastfit's threads, one call each, along the output's longer side (a weight "
+          f"gradient by rows up to {_core.WEIGHT_GRADIENT_ROWS_RATIO}x wider than tall); BLAS runs at one "
+          "thread while fastfit works", file=file)
     if info["small_forward_transposed"]:
         print(f"small forward products (up to {_core.SMALL_PRODUCT_MAX_MULADDS:.0e} multiply-adds, over "
               f"{_core.SMALL_PRODUCT_TN_MAX_OUTPUTS} outputs): from the input transposed, the layout SciPy's "

@@ -335,8 +335,8 @@ def test_an_update_split_off_a_line_equals_the_reference(dtype):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_products_split_by_rows_equal_the_reference(dtype):
     """A batch taller than its layers are wide: the forward and input-gradient products are
-    cut into shares of rows (the shared operand, W, is then the smaller one); the weight
-    gradients into shares of columns."""
+    cut into shares of rows (the shared operand, W, is then the smaller one); the first layer's
+    weight gradient (64 x 300) into shares of columns, the second's (64 x 64) into rows."""
     rng = np.random.default_rng(8)
     X = rng.standard_normal((512, 300)).astype(dtype)
     y = rng.integers(0, 10, size=512)
