@@ -96,6 +96,8 @@ static void *worker(void *arg)
 /* Called with `lock` held. Returns how many workers exist afterwards. */
 static int grow(int wanted)
 {
+    if (n_workers >= wanted || n_workers >= FF_TEAM_MAX - 1)
+        return n_workers;  /* the usual case: no signal-mask system calls while holding the lock */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);  /* new threads inherit a full mask */
