@@ -50,6 +50,36 @@
 #undef FABS
 #undef T_MIN_NORMAL
 
+/* ---------------------------------------------------------------- the next batch's rows
+ *
+ * A batch's rows are scattered through X, and out of cache for a data set larger than
+ * the last level of it: copying the 64 rows of a 784-column float32 batch took 30 us
+ * from memory against 14 from cache. Prefetched one step ahead, the fetches overlap
+ * the step's products, which leave the memory bus idle. x86-64 asks for the lines into
+ * the second-level cache (prefetcht1: the step's own data keeps the first level), with
+ * an instruction of its own because GCC 12 drops __builtin_prefetch from some loops. */
+
+static inline void prefetch_line(const char *line)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __asm__ volatile("prefetcht1 %0" : : "m"(*line));
+#elif defined(__GNUC__)
+    __builtin_prefetch(line, 0, 2);
+#else
+    (void)line;
+#endif
+}
+
+void ff_prefetch_rows(const void *base, const ptrdiff_t *rows, size_t n, size_t row_bytes)
+{
+    for (size_t r = 0; r < n; r++) {
+        const char *row = (const char *)base + (size_t)rows[r] * row_bytes;
+        const char *end = row + row_bytes;
+        for (const char *line = (const char *)((uintptr_t)row & ~(uintptr_t)63); line < end; line += 64)
+            prefetch_line(line);
+    }
+}
+
 /* ---------------------------------------------------------------- the transpose
  *
  * float32 on x86-64 with AVX-512 moves whole 16 x 16 tiles through registers: 0.14 us

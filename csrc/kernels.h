@@ -62,6 +62,11 @@ double ff_softmax_xent_f32(const float *out, size_t rows, size_t cols, const ptr
 double ff_softmax_xent_f64(const double *out, size_t rows, size_t cols, const ptrdiff_t *labels,
                            double scale, double *grad, ptrdiff_t *hits);
 
+/* Ask the caches for rows[0..n) of a row-major matrix at base (row_bytes a row), every line
+ * of them, without waiting: the next batch's rows, fetched from memory while this batch's
+ * products run, so that the next gather copies them from cache. Changes nothing. */
+void ff_prefetch_rows(const void *base, const ptrdiff_t *rows, size_t n, size_t row_bytes);
+
 /* at (cols, rows) = a^T for a row-major (rows, cols). */
 void ff_transpose_f32(const float *a, size_t rows, size_t cols, float *at);
 void ff_transpose_f64(const double *a, size_t rows, size_t cols, double *at);

@@ -90,6 +90,7 @@ cdef extern from "kernels.h" nogil:
     void ff_transpose_f64(const double *a, size_t rows, size_t cols, double *at)
     void ff_relu_mask_f32(const float *h, float *d, size_t n)
     void ff_relu_mask_f64(const double *h, double *d, size_t n)
+    void ff_prefetch_rows(const void *base, const Py_ssize_t *rows, size_t n, size_t row_bytes)
 
 cdef extern from "team.h" nogil:
     ctypedef void (*ff_task)(void *arg, int index, int count) noexcept nogil
@@ -911,18 +912,32 @@ cdef void gather(const DataView *data, const Py_ssize_t *rows, Py_ssize_t B,
             memcpy(<char *>ws.ybuf + r * yrow, <const char *>data.Y + row * yrow, yrow)
 
 
+cdef void prefetch_batch(const DataView *data, const Py_ssize_t *rows, Py_ssize_t B,
+                         Py_ssize_t itemsize) noexcept nogil:
+    """Start fetching the rows of X and of the targets a later gather will copy."""
+    ff_prefetch_rows(data.X, rows, B, data.d0 * itemsize)
+    if data.labels != NULL:
+        ff_prefetch_rows(data.labels, rows, B, sizeof(Py_ssize_t))
+    elif data.Y != NULL:
+        ff_prefetch_rows(data.Y, rows, B, data.ycols * itemsize)
+
+
 cdef double batch_gradient_typed(const NetView *net, const WorkView *ws, const DataView *data,
                                  const LossView *loss, const Py_ssize_t *rows, Py_ssize_t B,
                                  double scale, const RuleView *rule, const ff_rule *c,
-                                 Py_ssize_t *hits, floating *typed) noexcept nogil:
+                                 Py_ssize_t *hits, const Py_ssize_t *next_rows, Py_ssize_t next_B,
+                                 floating *typed) noexcept nogil:
     """The batch gradient (and, with a rule, the update) for one floating type.
 
-    ``typed`` only selects the type. Returns sum_i l_i; a non-finite value means
-    the gradient was not computed and nothing was updated."""
+    next_rows, next_B: the batch after this one, whose rows are prefetched once this
+    one's are gathered (next_B = 0: none). ``typed`` only selects the type. Returns
+    sum_i l_i; a non-finite value means the gradient was not computed and nothing
+    was updated."""
     cdef floating *acts = <floating *>ws.acts
     cdef floating *out
     cdef double total, penalty = 0.0
     gather(data, rows, B, ws, sizeof(floating))
+    prefetch_batch(data, next_rows, next_B, sizeof(floating))
     forward_pass(net, <floating *>ws.xbuf, B, ws)
     out = acts + B * net.aoff[net.L - 1]
     total = loss_and_grad(loss.kind, scale, out, B, net.dims[net.L], <floating *>ws.ybuf,
@@ -938,10 +953,13 @@ cdef double batch_gradient_typed(const NetView *net, const WorkView *ws, const D
 cdef inline double batch_gradient_any(const NetView *net, const WorkView *ws, const DataView *data,
                                       const LossView *loss, const Py_ssize_t *rows, Py_ssize_t B,
                                       double scale, const RuleView *rule, const ff_rule *c,
-                                      Py_ssize_t *hits) noexcept nogil:
+                                      Py_ssize_t *hits, const Py_ssize_t *next_rows=NULL,
+                                      Py_ssize_t next_B=0) noexcept nogil:
     if net.f64:
-        return batch_gradient_typed(net, ws, data, loss, rows, B, scale, rule, c, hits, <double *>NULL)
-    return batch_gradient_typed(net, ws, data, loss, rows, B, scale, rule, c, hits, <float *>NULL)
+        return batch_gradient_typed(net, ws, data, loss, rows, B, scale, rule, c, hits, next_rows, next_B,
+                                    <double *>NULL)
+    return batch_gradient_typed(net, ws, data, loss, rows, B, scale, rule, c, hits, next_rows, next_B,
+                                <float *>NULL)
 
 
 
@@ -1047,7 +1065,8 @@ def train_steps(Network net, Workspace ws, Dataset data, Objective objective, Up
     short); lrs[s] is the learning rate of step t0 + s (n_batches + 1 entries:
     the last is Nesterov's look-ahead rate). Each step gathers, forwards, takes
     the loss and its gradient in place over the output, and backpropagates,
-    updating each layer as soon as its gradient is final.
+    updating each layer as soon as its gradient is final; once a batch is gathered,
+    the next batch's rows are prefetched (ff_prefetch_rows).
 
     Returns (sum of l_i over the completed steps, outputs predicted right in
     them, completed steps, stopped): stopped is True when a batch's loss was not
@@ -1055,7 +1074,7 @@ def train_steps(Network net, Workspace ws, Dataset data, Objective objective, Up
     for here: the caller checks the parameters and state after the run.
     """
     cdef Py_ssize_t N = order.shape[0]
-    cdef Py_ssize_t s, start, B
+    cdef Py_ssize_t s, start, B, next_B
     cdef double total = 0.0, batch_total, scale
     cdef bint stop = False
     cdef Py_ssize_t done = 0, hits = 0, batch_hits
@@ -1067,8 +1086,10 @@ def train_steps(Network net, Workspace ws, Dataset data, Objective objective, Up
             scale = loss_scale(&objective.v, B)
             c = step_coefficients(&rule.v, lrs[s], lrs[s + 1], t0 + s)
             batch_hits = 0  # each layer is updated as soon as its gradient is final
+            next_B = min(batch_size, N - start - B) if s + 1 < n_batches else 0
             batch_total = batch_gradient_any(&net.v, &ws.v, &data.v, &objective.v, &order[start], B,
-                                             scale, &rule.v, &c, &batch_hits)
+                                             scale, &rule.v, &c, &batch_hits, &order[start + B] if next_B > 0
+                                             else NULL, next_B)
             if not isfinite(batch_total):
                 stop = True
                 break
