@@ -62,6 +62,15 @@ double ff_softmax_xent_f32(const float *out, size_t rows, size_t cols, const ptr
 double ff_softmax_xent_f64(const double *out, size_t rows, size_t cols, const ptrdiff_t *labels,
                            double scale, double *grad, ptrdiff_t *hits);
 
+/* The guard around a fit's run of steps (fastfit/epochs.py, LocalRunner.run), each split
+ * across n_threads of fastfit's team when the buffer is large: copy `bytes` bytes from src
+ * to dst (the snapshot before the run); and 1 when all n values of x are finite, else 0
+ * (the check after it). */
+#define FF_GUARD_PARALLEL_MIN_BYTES ((size_t)1 << 22)  /* below it: the calling thread alone */
+void ff_copy_bytes(void *dst, const void *src, size_t bytes, int n_threads);
+int ff_all_finite_f32(const float *x, size_t n, int n_threads);
+int ff_all_finite_f64(const double *x, size_t n, int n_threads);
+
 /* Ask the caches for rows[0..n) of a row-major matrix at base (row_bytes a row), every line
  * of them, without waiting: the next batch's rows, fetched from memory while this batch's
  * products run, so that the next gather copies them from cache. Changes nothing. */

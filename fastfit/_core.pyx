@@ -91,6 +91,10 @@ cdef extern from "kernels.h" nogil:
     void ff_relu_mask_f32(const float *h, float *d, size_t n)
     void ff_relu_mask_f64(const double *h, double *d, size_t n)
     void ff_prefetch_rows(const void *base, const Py_ssize_t *rows, size_t n, size_t row_bytes)
+    size_t FF_GUARD_PARALLEL_MIN_BYTES
+    void ff_copy_bytes(void *dst, const void *src, size_t bytes, int n_threads)
+    int ff_all_finite_f32(const float *x, size_t n, int n_threads)
+    int ff_all_finite_f64(const double *x, size_t n, int n_threads)
 
 cdef extern from "team.h" nogil:
     ctypedef void (*ff_task)(void *arg, int index, int count) noexcept nogil
@@ -438,6 +442,44 @@ def line_aligned_zeros(Py_ssize_t n, dtype):
     raw = np.zeros(n * dtype.itemsize + LINE_BYTES, dtype=np.uint8)
     start = line_aligned(raw) - <char *>cnp.PyArray_DATA(raw)
     return raw[start:start + n * dtype.itemsize].view(dtype)
+
+
+cdef void check_guard_buffer(cnp.ndarray x, str name) except *:
+    if not (x.ndim == 1 and x.dtype in (np.float32, np.float64) and x.flags.c_contiguous):
+        raise ValueError(f"{name} must be a contiguous 1-d float32 or float64 array")
+
+
+GUARD_PARALLEL_MIN_BYTES = FF_GUARD_PARALLEL_MIN_BYTES
+
+
+def copy_into(cnp.ndarray dst, cnp.ndarray src, int threads=1):
+    """dst[:] = src, split across ``threads`` of fastfit's team when large: the snapshot of
+    the parameters and state before a run of steps (fastfit/epochs.py)."""
+    check_guard_buffer(dst, "dst")
+    check_guard_buffer(src, "src")
+    if dst.dtype != src.dtype or dst.shape[0] != src.shape[0] or not dst.flags.writeable:
+        raise ValueError("dst must be a writeable array of src's dtype and length")
+    cdef void *d = cnp.PyArray_DATA(dst)
+    cdef const void *from_ = cnp.PyArray_DATA(src)
+    cdef size_t nbytes = dst.nbytes
+    with nogil:
+        ff_copy_bytes(d, from_, nbytes, max(threads, 1))
+
+
+def all_finite(cnp.ndarray x, int threads=1):
+    """Whether every value of x is finite, read across ``threads`` of fastfit's team when x
+    is large: the check of the parameters and state after a run of steps."""
+    check_guard_buffer(x, "x")
+    cdef const void *data = cnp.PyArray_DATA(x)
+    cdef size_t n = x.shape[0]
+    cdef int finite
+    cdef bint f64 = x.dtype == np.float64
+    with nogil:
+        if f64:
+            finite = ff_all_finite_f64(<const double *>data, n, max(threads, 1))
+        else:
+            finite = ff_all_finite_f32(<const float *>data, n, max(threads, 1))
+    return bool(finite)
 
 
 def own_product_packing_bytes(sizes, Py_ssize_t rows):

@@ -45,16 +45,17 @@ class NonFiniteLossError(FloatingPointError):
 _CHUNK_SECONDS = 0.2
 #: ... but long enough that the snapshot and the check around each run (LocalRunner.run)
 #: take at most _GUARD_SHARE of it, up to _MAX_CHUNK_SECONDS. For a 20M-parameter model
-#: with Adam they pass over 240 MB of parameters and state, about 30 ms: 8% of a run of one
-#: 0.4 s step, 3% of a run of three.
-_GUARD_SHARE = 0.02
+#: with Adam they pass over 240 MB of parameters and state, about 14 ms on two threads
+#: (30 ms as NumPy's copy and sum): 4% of a run of one 0.3 s step, 1.5% of a run of three.
+_GUARD_SHARE = 0.01
 _MAX_CHUNK_SECONDS = 1.0
 
 #: Each model's pace in its last fit: what set it (see LocalRunner.pace_key), the seconds a
 #: step took and the seconds of its runs' guard. A later fit of the same model under the
 #: same conditions starts with runs of full length instead of one step: a fit called once per
-#: epoch, or a short fit, then takes one snapshot and check where it took two (about 36 ms
-#: of a 1.2 s fit of the 784-4096-4096-10 network). Weak: an entry goes with its model.
+#: epoch, or a short fit, then takes one snapshot and check where it took two (about 14 ms
+#: each for the 784-4096-4096-10 network, whose steps take 0.3 s). Weak: an entry goes with
+#: its model.
 _PACE = weakref.WeakKeyDictionary()
 
 
@@ -261,9 +262,11 @@ class RunResult:
 class LocalRunner:
     """Runs of steps in this process: ``_core.train_steps`` over the checked rows.
 
-    After each run the parameters and optimizer state are checked (one sum per
-    buffer); when an update overflowed, the run is replayed from a snapshot of its
-    start a step at a time, and the step that overflowed is undone.
+    After each run the parameters and optimizer state are checked for a value that is
+    not finite; when an update overflowed, the run is replayed from a snapshot of its
+    start a step at a time, and the step that overflowed is undone. The snapshot and
+    the check are compiled passes split across the fit's threads (``_core.copy_into``,
+    ``_core.all_finite``).
     """
 
     def __init__(self, model, a, n_threads):
@@ -300,16 +303,25 @@ class LocalRunner:
         threads, and whether the rows are densified run by run (sparse X)."""
         return (type(self), self.a.batch_size, self.ws.threads, self.data is None)
 
+    def _save(self):
+        for saved, live in zip(self.snapshot, self.buffers):
+            _core.copy_into(saved, live, self.ws.threads)
+
+    def _restore(self):
+        for saved, live in zip(self.snapshot, self.buffers):
+            _core.copy_into(live, saved, self.ws.threads)
+
+    def _all_finite(self):
+        return all(_core.all_finite(b, self.ws.threads) for b in self.buffers)
+
     def run(self, order, first, n, lrs, t0):
         t_guard = time.perf_counter()
-        for saved, live in zip(self.snapshot, self.buffers):
-            np.copyto(saved, live)
+        self._save()
         self.guard_s = time.perf_counter() - t_guard
         total, hits, steps, loss_stopped = self._steps(order, first, n, lrs, t0)
         stop = RunResult.LOSS_NOT_FINITE if loss_stopped else RunResult.CONTINUE
         t_guard = time.perf_counter()
-        with np.errstate(over="ignore", invalid="ignore"):  # a sum overflows only when a value is huge
-            overflowed = not all(np.isfinite(b.sum()) for b in self.buffers)
+        overflowed = not self._all_finite()
         self.guard_s += time.perf_counter() - t_guard
         if overflowed:
             replayed = self._replay_to_last_finite_step(order, first, steps, lrs, t0)
@@ -322,19 +334,15 @@ class LocalRunner:
     def _replay_to_last_finite_step(self, order, first, steps, lrs, t0):
         """Back to the run's start, then its steps one at a time until one leaves a
         parameter or a state value that is not finite: that step is undone. Returns
-        (sum of l_i, hits, steps) of the steps kept, or None when every step was finite
-        (huge but finite values made a sum overflow). The numbers are those of the run:
-        the same compiled steps on the same data."""
-        for saved, live in zip(self.snapshot, self.buffers):
-            np.copyto(live, saved)
+        (sum of l_i, hits, steps) of the steps kept, or None when every step was finite.
+        The numbers are those of the run: the same compiled steps on the same data."""
+        self._restore()
         total, hits = 0.0, 0
         for s in range(steps):
-            for saved, live in zip(self.snapshot, self.buffers):
-                np.copyto(saved, live)
+            self._save()
             step_total, step_hits, _, _ = self._steps(order, first + s, 1, lrs[s:], t0 + s)
-            if not all(np.isfinite(b).all() for b in self.buffers):
-                for saved, live in zip(self.snapshot, self.buffers):
-                    np.copyto(live, saved)
+            if not self._all_finite():
+                self._restore()
                 return total, hits, s
             total, hits = total + step_total, hits + step_hits
         return None

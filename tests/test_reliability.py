@@ -191,6 +191,58 @@ def test_an_update_overflowing_mid_run_is_undone_to_the_last_completed_step(good
     np.testing.assert_array_equal(opt.state_buffers()["m"], reference.state_buffers()["m"])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_guard_finds_every_value_that_is_not_finite_in_every_part(dtype):
+    """The check after a run (``_core.all_finite``) and the snapshot (``_core.copy_into``) are
+    split across threads for large buffers: a bad value at either end of any part, or the last
+    element, is found at 1, 2 and 3 threads, and the copy is exact."""
+    item = np.dtype(dtype).itemsize
+    for n in (0, 1, 65, ff._core.GUARD_PARALLEL_MIN_BYTES // item + 17):
+        x = ff._core.line_aligned_zeros(n, dtype)
+        x[:] = np.finfo(dtype).max * np.linspace(-1.0, 1.0, n)  # the largest values are finite too
+        for threads in (1, 2, 3):
+            copy = np.empty_like(x)
+            ff._core.copy_into(copy, x, threads)
+            np.testing.assert_array_equal(copy, x)
+            assert ff._core.all_finite(x, threads)
+            blocks = (n + 63) // 64
+            ends = {b * blocks // threads * 64 for b in range(threads)} | {n - 1}
+            positions = {min(max(p + d, 0), n - 1) for p in ends for d in (-1, 0, 1)} if n else set()
+            for position in positions:
+                for bad in (np.inf, -np.inf, np.nan):
+                    saved = x[position]
+                    x[position] = bad
+                    assert not ff._core.all_finite(x, threads), (n, threads, position, bad)
+                    x[position] = saved
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_large_model_is_restored_to_its_last_finite_step(threads):
+    """A model whose parameters (1.1M float32, over GUARD_PARALLEL_MIN_BYTES) are snapshot,
+    checked and restored in parts: an update that overflows at step 3 leaves the parameters of
+    step 3, as a fit at the same threads whose rate is 0 from step 3 on."""
+    sizes = [1100, 1000, 3]
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((64, 1100)).astype(np.float32), rng.integers(0, 3, 64)
+    assert ff.MLP(sizes).params.nbytes >= ff._core.GUARD_PARALLEL_MIN_BYTES
+
+    def fit(after):
+        model = ff.MLP(sizes, seed=1)
+        opt = ff.SGD(lambda t: 1e-3 if t < 3 else after, momentum=0.5)
+        ff.fit(model, X, y, loss=SUM_CE, optimizer=opt, batch_size=16, epochs=2, seed=5, verbose=0,
+               n_threads=threads)
+        return model, opt
+
+    overflowing = ff.MLP(sizes, seed=1)
+    opt = ff.SGD(lambda t: 1e-3 if t < 3 else 1e300, momentum=0.5)
+    with pytest.raises(ff.NonFiniteLossError):
+        ff.fit(overflowing, X, y, loss=SUM_CE, optimizer=opt, batch_size=16, epochs=2, seed=5, verbose=0,
+               n_threads=threads)
+    assert opt.t == 3
+    stopped, _ = fit(0.0)
+    np.testing.assert_array_equal(overflowing.params, stopped.params)
+
+
 def test_a_schedule_that_overflows_stops_after_the_steps_it_could_rate():
     opt = ff.SGD(ff.ExponentialDecay(1e-300, 1e300))  # step 0: 1e-300, step 1: 1.0, step 2: overflows
     model, err = _stopped_fit(opt, dtype=np.float64, loss="cross_entropy")

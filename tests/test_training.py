@@ -247,13 +247,15 @@ def test_mnist1d_mlp_reaches_the_published_baseline_range():
 def test_runs_of_steps_grow_until_their_snapshot_and_check_are_a_small_share():
     """Each run of compiled steps is guarded by a snapshot and a check of the parameters and
     state; for a large model with slow steps, runs grow (up to a second) until that guard costs
-    at most 2% of them, and stay at about 0.2 s otherwise."""
+    at most 1% of them, and stay at about 0.2 s otherwise."""
     # a fast model: 1 ms steps, a 0.1 ms guard: 0.2 s runs
     assert epochs._next_chunk(elapsed=0.0101, steps=10, guard_s=1e-4, n_batches=10_000) == 200
-    # 0.39 s steps with a 30 ms guard: 1.5 s wanted, capped at 1 s: two steps a run
+    # 0.39 s steps with a 30 ms guard: 3 s wanted, capped at 1 s: two steps a run
     assert epochs._next_chunk(elapsed=0.42, steps=1, guard_s=0.03, n_batches=100) == 2
-    # 0.1 s steps with a 3 ms guard: 0.15 s wanted, 0.2 s kept
-    assert epochs._next_chunk(elapsed=0.103, steps=1, guard_s=0.003, n_batches=100) == 2
+    # 0.1 s steps with a 1 ms guard: 0.1 s wanted, 0.2 s kept
+    assert epochs._next_chunk(elapsed=0.101, steps=1, guard_s=0.001, n_batches=100) == 2
+    # ... with a 3 ms guard: 0.3 s wanted, three steps
+    assert epochs._next_chunk(elapsed=0.103, steps=1, guard_s=0.003, n_batches=100) == 3
     # never more than the epoch, never fewer than one
     assert epochs._next_chunk(elapsed=5.0, steps=1, guard_s=0.0, n_batches=100) == 1
     assert epochs._next_chunk(elapsed=1e-6, steps=1, guard_s=0.0, n_batches=7) == 7
