@@ -66,8 +66,8 @@ static int guard_parts(size_t bytes, int n_threads)
     return parts > FF_MAX_PARTS ? FF_MAX_PARTS : parts;
 }
 
-/* Part `index` of `count` of [0, n), its ends on multiples of 64 elements (the caller's
- * buffers start on lines, so each part's start does too). */
+/* Part `index` of `count` of [0, n), its ends on multiples of 64 elements: whole lines of
+ * a buffer that starts on one, as the parameters and the state do. */
 static void guard_part(size_t n, int index, int count, size_t *lo, size_t *hi)
 {
     size_t blocks = (n + 63) / 64;

@@ -653,9 +653,9 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
     each share packs the whole of the operand it shares with the others, and
     that is then the smaller one; a weight-gradient product is cut by rows up to
     WEIGHT_GRAD_ROWS_RATIO times wider than tall, as measured faster. Every entry of
-    C is still one BLAS dot product over all of K, so nothing is added afterwards, and no share reads what
-    another writes (BLAS may block a narrower share's sums differently: another
-    thread count can change results by rounding).
+    C is still one BLAS dot product over all of K, so nothing is added afterwards,
+    and no share reads what another writes (BLAS may block a narrower share's sums
+    differently: another thread count can change results by rounding).
     """
     cdef GemmJob job
     cdef char *pack = ws.pack if own_product(ws.pack, M, N, K) else NULL  # the whole product decides
