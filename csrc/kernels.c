@@ -22,11 +22,15 @@
 #define T_MIN_NORMAL FLT_MIN
 #define EXP_NONPOSITIVE ff_exp_nonpositive_f32
 #define LOG logf
+#define T_BITS uint32_t
+#define T_EXPONENT_BITS 0x7f800000u
 #include "update_impl.h"
 #include "passes_impl.h"
 #include "softmax_impl.h"
 #undef EXP_NONPOSITIVE
 #undef LOG
+#undef T_BITS
+#undef T_EXPONENT_BITS
 #undef T
 #undef SUFFIX
 #undef SQRT
@@ -40,11 +44,15 @@
 #define T_MIN_NORMAL DBL_MIN
 #define EXP_NONPOSITIVE exp
 #define LOG log
+#define T_BITS uint64_t
+#define T_EXPONENT_BITS 0x7ff0000000000000ull
 #include "update_impl.h"
 #include "passes_impl.h"
 #include "softmax_impl.h"
 #undef EXP_NONPOSITIVE
 #undef LOG
+#undef T_BITS
+#undef T_EXPONENT_BITS
 #undef T
 #undef SUFFIX
 #undef SQRT
@@ -103,33 +111,6 @@ void ff_copy_bytes(void *dst, const void *src, size_t bytes, int n_threads)
         ff_team_run(copy_part, &job, parts);
 }
 
-/* Whether a value is finite, read from its bits: its exponent field is not all ones
- * (an integer test the compiler vectorizes as a running maximum, which a floating-point
- * test's reduction would need -ffast-math for). */
-FF_CLONES static int finite_f32(const float *x, size_t n)
-{
-    uint32_t top = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t bits;
-        memcpy(&bits, x + i, sizeof bits);
-        uint32_t exponent = bits & 0x7f800000u;
-        top = exponent > top ? exponent : top;
-    }
-    return top != 0x7f800000u;
-}
-
-FF_CLONES static int finite_f64(const double *x, size_t n)
-{
-    uint64_t top = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t bits;
-        memcpy(&bits, x + i, sizeof bits);
-        uint64_t exponent = bits & 0x7ff0000000000000ull;
-        top = exponent > top ? exponent : top;
-    }
-    return top != 0x7ff0000000000000ull;
-}
-
 typedef struct {
     const void *x;
     size_t n;
@@ -142,8 +123,8 @@ static void finite_part(void *arg, int index, int count)
     finite_job *job = arg;
     size_t lo, hi;
     guard_part(job->n, index, count, &lo, &hi);
-    job->finite[index] = job->f64 ? finite_f64((const double *)job->x + lo, hi - lo)
-                                  : finite_f32((const float *)job->x + lo, hi - lo);
+    job->finite[index] = job->f64 ? finite_range_f64((const double *)job->x + lo, hi - lo)
+                                  : finite_range_f32((const float *)job->x + lo, hi - lo);
 }
 
 static int all_finite(const void *x, size_t n, size_t item, int n_threads)

@@ -5,6 +5,21 @@
 #define FF_CAT(a, b) FF_CAT_(a, b)
 #define FN(name) FF_CAT(name, SUFFIX)
 
+/* Whether all n values of x are finite, read from their bits: no exponent field is all
+ * ones. An integer running maximum, which the compiler vectorizes; a floating-point test's
+ * reduction would need -ffast-math. (The check after a run of steps: see kernels.c.) */
+FF_CLONES static int FN(finite_range)(const T *x, size_t n)
+{
+    T_BITS top = 0;
+    for (size_t i = 0; i < n; i++) {
+        T_BITS bits;
+        memcpy(&bits, x + i, sizeof bits);
+        T_BITS exponent = bits & T_EXPONENT_BITS;
+        top = exponent > top ? exponent : top;
+    }
+    return top != T_EXPONENT_BITS;
+}
+
 /* F_k += b_k row by row, then H_{k+1} = relu(F_k) in place (hidden layers). */
 FF_CLONES void FN(ff_bias_act)(T *restrict f, const T *restrict bias, size_t rows, size_t cols,
                                int relu)
