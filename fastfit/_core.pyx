@@ -391,10 +391,10 @@ cdef enum:
     SPLIT_COLUMN_BLOCK = 16
     SPLIT_MIN_ROWS = 32
     SPLIT_ROW_BLOCK = 8
-    # A weight-gradient product (op(A) = dF^T: trans_a) with rows for two shares is cut by
-    # rows even when C is wider than tall, up to this many times: at two threads 7-11% faster
-    # than column shares at 256 x 256, 256 x 784, 256 x 1024 and 1024 x 1024 (K = 64-128),
-    # 7-10% slower at 512 x 4096 and 64 x 4096 (docs/design.md, "The training step").
+    # A weight-gradient product (dF^T H: trans_a, not trans_b) with rows for two shares is
+    # cut by rows even when C is wider than tall, up to this many times: at two threads 7-11%
+    # faster than column shares at 256 x 256, 256 x 784, 256 x 1024 and 1024 x 1024 (K =
+    # 64-128), 7-10% slower at 512 x 4096 and 64 x 4096 (docs/design.md, "The training step").
     WEIGHT_GRAD_ROWS_RATIO = 4
 
 PRODUCT_SPLIT_MIN_FLOPS = SPLIT_MIN_FLOPS
@@ -659,7 +659,8 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
     """
     cdef GemmJob job
     cdef char *pack = ws.pack if own_product(ws.pack, M, N, K) else NULL  # the whole product decides
-    cdef bint by_rows = M > N or (trans_a and WEIGHT_GRAD_ROWS_RATIO * M >= N and M >= 2 * SPLIT_MIN_ROWS)
+    cdef bint weight_gradient = trans_a and not trans_b  # dW = dF^T H (the forward from H^T is T, T)
+    cdef bint by_rows = M > N or (weight_gradient and WEIGHT_GRAD_ROWS_RATIO * M >= N and M >= 2 * SPLIT_MIN_ROWS)
     cdef int shares = min(ws.threads, (M // SPLIT_MIN_ROWS) if by_rows else (N // SPLIT_MIN_COLUMNS))
     cdef bint split = shares > 1 and 2.0 * M * N * K >= SPLIT_MIN_FLOPS
     cdef ff_gemm_finish in_product
