@@ -353,6 +353,13 @@ def _neighbour_section(results):
            + ("Environment variables changed by importing or running fastfit: "
               + ", ".join(changed) if changed
               else "fastfit changed none of the OpenMP/BLAS environment variables watched.")]
+    drifts = last.get("import_drifts")
+    if drifts:
+        out.append("")
+        out.append(f"The first process ran {len(drifts)} times: importing fastfit changes nothing the others read, "
+                   "so a gap between the first two columns above the spread threshold is the machine changing "
+                   "speed mid-process; the steadiest attempt is shown (gaps: "
+                   + ", ".join(f"{d:.0%}" for d in drifts) + ").")
     return "\n".join(out)
 
 

@@ -126,6 +126,17 @@ class Idle:
         return waited
 
 
+def _import_drift(nb):
+    """How far a neighbour process's times after ``import fastfit`` are from its times before
+    (the larger relative difference of PyTorch's and scikit-learn's), or None when the process
+    failed or has no such pair of phases (the process that imports fastfit first)."""
+    phases = (nb.get("phases") or {}) if nb.get("ok") else {}
+    before, after = phases.get("before"), phases.get("after import fastfit")
+    if not before or not after:
+        return None
+    return max(abs(after[k] / before[k] - 1) for k in ("torch_s", "hgb_s"))
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -302,9 +313,23 @@ def _measure(plan, args, results, active, env_ff, env_peer, idle, timeout, data_
         else:
             for order in ("fastfit last", "fastfit first"):
                 log(f"neighbour ({order}) ...")
-                idle()
-                nb = procs.run_worker(dict(plan.neighbour, task="neighbour", order=order, pin=False),
-                                      procs.user_env(), timeout)
+                attempts = []
+                # Importing fastfit alone changes nothing the others read (tests/test_neighbour.py), so
+                # "before" and "after import" differing by more than the spread threshold means the
+                # machine changed speed mid-process (its slow stretches, see README): run it again,
+                # at most twice, and keep the steadiest attempt.
+                while True:
+                    idle()
+                    nb = procs.run_worker(dict(plan.neighbour, task="neighbour", order=order, pin=False),
+                                          procs.user_env(), timeout)
+                    attempts.append(nb)
+                    drift = _import_drift(nb)
+                    if drift is None or drift <= plan.spread_threshold or len(attempts) == 3 or not results["rerun"]:
+                        break
+                    log(f"  the machine's speed changed between 'before' and 'after import' ({drift:.0%}): again")
+                nb = min(attempts, key=lambda a: _import_drift(a) or 0.0)
+                if len(attempts) > 1:
+                    nb = dict(nb, import_drifts=[_import_drift(a) for a in attempts])
                 results["neighbour"][order] = nb
                 if nb.get("ok"):
                     log("  " + "; ".join(f"{k}: torch {v['torch_s']:.3f} s, HGB {v['hgb_s']:.3f} s"
