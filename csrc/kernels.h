@@ -37,6 +37,16 @@ void ff_update_f32(const ff_rule *rule, float *p, const float *g, float *m, floa
 void ff_update_f64(const ff_rule *rule, double *p, const double *g, double *m, double *v,
                   size_t n, int n_threads);
 
+/* c (m, n, row length ldc) = a b^T: column a (m values, a_stride apart) times row b (n
+ * values), each entry one product; the weight gradient of a one-row batch (K = 1). */
+void ff_outer_f32(const float *a, size_t a_stride, const float *b, size_t m, size_t n, float *c, size_t ldc);
+void ff_outer_f64(const double *a, size_t a_stride, const double *b, size_t m, size_t n, double *c, size_t ldc);
+
+/* Row c (n values) = a B, for row a (k >= 1 values) and row-major B (k, n, row length ldb):
+ * B's rows, each times its value of a, summed in order; the input gradient of a one-row batch. */
+void ff_row_times_f32(const float *a, const float *b, size_t ldb, size_t k, size_t n, float *c);
+void ff_row_times_f64(const double *a, const double *b, size_t ldb, size_t k, size_t n, double *c);
+
 /* f[i, j] += bias[j], then ReLU when relu != 0; f is (rows, cols) row-major. */
 void ff_bias_act_f32(float *f, const float *bias, size_t rows, size_t cols, int relu);
 void ff_bias_act_f64(double *f, const double *bias, size_t rows, size_t cols, int relu);

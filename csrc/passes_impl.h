@@ -20,6 +20,32 @@ FF_CLONES static int FN(finite_range)(const T *x, size_t n)
     return top != T_EXPONENT_BITS;
 }
 
+/* The products of a one-row batch, where a general product's blocking only costs
+ * (see ff_outer and ff_row_times in kernels.h). */
+FF_CLONES void FN(ff_outer)(const T *a, size_t a_stride, const T *restrict b, size_t m, size_t n,
+                            T *restrict c, size_t ldc)
+{
+    for (size_t i = 0; i < m; i++) {
+        const T a_i = a[i * a_stride];
+        T *restrict c_row = c + i * ldc;
+        for (size_t j = 0; j < n; j++)
+            c_row[j] = a_i * b[j];
+    }
+}
+
+FF_CLONES void FN(ff_row_times)(const T *restrict a, const T *restrict b, size_t ldb, size_t k, size_t n,
+                                T *restrict c)
+{
+    for (size_t j = 0; j < n; j++)
+        c[j] = a[0] * b[j];
+    for (size_t p = 1; p < k; p++) {
+        const T a_p = a[p];
+        const T *restrict b_row = b + p * ldb;
+        for (size_t j = 0; j < n; j++)
+            c[j] += a_p * b_row[j];
+    }
+}
+
 /* F_k += b_k row by row, then H_{k+1} = relu(F_k) in place (hidden layers). */
 FF_CLONES void FN(ff_bias_act)(T *restrict f, const T *restrict bias, size_t rows, size_t cols,
                                int relu)

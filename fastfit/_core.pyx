@@ -81,6 +81,10 @@ cdef extern from "kernels.h" nogil:
     void ff_colsum_f32(const float *d, size_t rows, size_t cols, float *db)
     void ff_colsum_f64(const double *d, size_t rows, size_t cols, double *db)
     void ff_mask_colsum_f32(const float *dh, float *h, size_t rows, size_t cols, float *db)
+    void ff_outer_f32(const float *a, size_t a_stride, const float *b, size_t m, size_t n, float *c, size_t ldc)
+    void ff_outer_f64(const double *a, size_t a_stride, const double *b, size_t m, size_t n, double *c, size_t ldc)
+    void ff_row_times_f32(const float *a, const float *b, size_t ldb, size_t k, size_t n, float *c)
+    void ff_row_times_f64(const double *a, const double *b, size_t ldb, size_t k, size_t n, double *c)
     void ff_mask_colsum_f64(const double *dh, double *h, size_t rows, size_t cols, double *db)
     double ff_softmax_xent_f32(const float *out, size_t rows, size_t cols, const Py_ssize_t *labels,
                                float scale, float *grad, Py_ssize_t *hits)
@@ -634,6 +638,30 @@ cdef void gemm_share(void *arg, int index, int count) noexcept nogil:
                  <const float *>job.B + b0, job.ldb, <float *>job.C + c0, job.ldc, pack, finish)
 
 
+cdef inline bint one_row_product(bint trans_a, bint trans_b, int M, int N, int K,
+                                 const floating *A, int lda, const floating *B, int ldb,
+                                 floating *C, int ldc) noexcept nogil:
+    """The products of a one-row batch without BLAS, when op(B)'s rows are B's (not trans_b):
+    the weight gradient (K = 1, an outer product) and the input gradient (M = 1, B's rows
+    summed in order, each times its entry of the row op(A)). Each runs in well under the
+    call and blocking overhead of BLAS's small-matrix kernels; returns whether it ran."""
+    if trans_b or K < 1:
+        return False
+    if K == 1:  # C[i, j] = op(A)[i, 0] * B[0, j]
+        if floating is float:
+            ff_outer_f32(A, 1 if trans_a else lda, B, M, N, C, ldc)
+        else:
+            ff_outer_f64(A, 1 if trans_a else lda, B, M, N, C, ldc)
+        return True
+    if M == 1 and not trans_a:  # C[0, :] = sum_k A[0, k] * B[k, :]
+        if floating is float:
+            ff_row_times_f32(A, B, ldb, K, N, C)
+        else:
+            ff_row_times_f64(A, B, ldb, K, N, C)
+        return True
+    return False
+
+
 cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
                       const floating *A, int lda, const floating *B, int ldb,
                       floating *C, int ldc, const WorkView *ws,
@@ -677,7 +705,9 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
                 for j in range(N):
                     (<floating *>in_product.column_sums)[j] = 0
         product_finish = &in_product
-    if split:
+    if not split and pack == NULL and one_row_product(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc):
+        pass  # done: the finish follows, as after BLAS
+    elif split:
         job.f64 = floating is double
         job.trans_a, job.trans_b, job.by_rows, job.M, job.N, job.K = trans_a, trans_b, by_rows, M, N, K
         job.A, job.lda, job.B, job.ldb, job.C, job.ldc = A, lda, B, ldb, C, ldc

@@ -49,6 +49,9 @@ def show_config(file=None):
     else:
         print(f"matrix products: SciPy's BLAS (sgemm/dgemm) for every one: {info['own_products_reason']}",
               file=file)
+    print("products of a one-row batch: each weight gradient an outer product and each input gradient "
+          "the weight matrix's rows summed, in fastfit's C loops (BLAS's kernels cost more than the "
+          "work); the forward product as above", file=file)
     print(f"products of at least {_core.PRODUCT_SPLIT_MIN_FLOPS / 1e6:.1f} MFLOP are cut into shares of their "
           "output across fastfit's threads, one call each, along the output's longer side (a weight "
           f"gradient by rows up to {_core.WEIGHT_GRADIENT_ROWS_RATIO}x wider than tall); BLAS runs at one "

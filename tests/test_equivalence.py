@@ -144,6 +144,30 @@ def test_whole_fit_matches_reference(loss_name, reduction, opt_name, dtype, rng)
     assert fopt.t == sopt.t == 16
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss_name", LOSS_NAMES)
+def test_one_row_batches_match_reference(loss_name, dtype, rng):
+    """A batch of one row takes products of its own (each weight gradient an outer product,
+    each input gradient the rows of W_k summed): the step API's gradients of one row, a fit
+    at batch size 1, and a fit whose last batch is one row, against the reference."""
+    sizes = [4, 9, 7, 2]
+    fl, sl = pair(loss_name)
+    fast, slow = twin_models(sizes, dtype)
+    X = rng.standard_normal((1, 4))
+    y = make_targets(loss_name, 1, 2, rng)
+    fast.backward(fl.value_and_grad(fast.forward(X), y)[1])
+    slow.backward(sl.value_and_grad(slow.forward(X), y)[1])
+    assert_matches(fast.grads, slow.grads, dtype, "gradient of one row")
+    for batch_size, n in [(1, 12), (8, 17)]:
+        fast, slow = twin_models(sizes, dtype)
+        X = rng.standard_normal((n, 4))
+        y = make_targets(loss_name, n, 2, rng)
+        h_f = ff.fit(fast, X, y, loss=fl, optimizer=ff.Adam(1e-2), batch_size=batch_size, epochs=2, seed=5)
+        h_s = ref.fit(slow, X, y, loss=sl, optimizer=ref.Adam(1e-2), batch_size=batch_size, epochs=2, seed=5)
+        assert_matches(h_f["loss"], h_s["loss"], dtype, f"history at batch size {batch_size}")
+        assert_matches(fast.params, slow.params, dtype, f"parameters at batch size {batch_size}")
+
+
 @pytest.mark.parametrize("options", [dict(batch_size=None), dict(batch_size=10, drop_last=True),
                                      dict(batch_size=10, shuffle=False), dict(batch_size=1000)])
 def test_fit_batching_options_match_reference(options, rng):
