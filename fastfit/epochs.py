@@ -390,6 +390,14 @@ def _next_chunk(elapsed, steps, guard_s, n_batches):
     return _chunk_for(_step_seconds(elapsed, steps, guard_s), guard_s, n_batches)
 
 
+def _run_length(chunk, remaining):
+    """Steps in the next run: `chunk`, or all `remaining` steps when at most half a chunk
+    would be left after it. A short last run's snapshot and check cost as much as a full
+    run's: a 4-step fit of the 784-4096-4096-10 network ran as 3 + 1 steps, and the second
+    run's guard took 23 ms of its 0.35 s."""
+    return remaining if remaining - chunk <= chunk // 2 else chunk
+
+
 def run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle, rank0=True):
     """The epoch loop shared by fit and the distributed fit; returns the History."""
     loss, optimizer, N, n_batches = a.loss, a.optimizer, a.N, a.n_batches
@@ -425,7 +433,7 @@ def run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle,
                 while done < n_batches:
                     if runner.interrupted(interrupt):
                         raise KeyboardInterrupt
-                    n = runner.agree_on_run(min(chunk, n_batches - done))
+                    n = runner.agree_on_run(_run_length(chunk, n_batches - done))
                     lrs, runnable, schedule_error = optimizer.rates(optimizer.t, n)
                     t0 = time.perf_counter()
                     result = runner.run(order, done, runnable, lrs, optimizer.t) if runnable else \

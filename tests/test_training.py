@@ -261,6 +261,18 @@ def test_runs_of_steps_grow_until_their_snapshot_and_check_are_a_small_share():
     assert epochs._next_chunk(elapsed=1e-6, steps=1, guard_s=0.0, n_batches=7) == 7
 
 
+def test_no_run_is_left_shorter_than_half_a_run():
+    """A run takes every remaining step of the epoch when at most half a run would be left
+    after it (one guard, not two); the first run of a fit, one step to time it, stays one."""
+    assert epochs._run_length(chunk=3, remaining=4) == 4
+    assert epochs._run_length(chunk=3, remaining=5) == 3
+    assert epochs._run_length(chunk=200, remaining=300) == 300
+    assert epochs._run_length(chunk=200, remaining=301) == 200
+    assert epochs._run_length(chunk=200, remaining=150) == 150
+    assert epochs._run_length(chunk=1, remaining=2) == 1
+    assert epochs._run_length(chunk=1, remaining=1) == 1
+
+
 def test_a_later_fit_of_the_model_starts_with_runs_of_its_last_pace(spirals, monkeypatch):
     """The first run of a fit is one step, to time it; a later fit of the same model, batch
     size and threads starts at the pace the last one measured, so it takes one snapshot and
