@@ -81,11 +81,11 @@ cdef extern from "kernels.h" nogil:
     void ff_colsum_f32(const float *d, size_t rows, size_t cols, float *db)
     void ff_colsum_f64(const double *d, size_t rows, size_t cols, double *db)
     void ff_mask_colsum_f32(const float *dh, float *h, size_t rows, size_t cols, float *db)
+    void ff_mask_colsum_f64(const double *dh, double *h, size_t rows, size_t cols, double *db)
     void ff_outer_f32(const float *a, size_t a_stride, const float *b, size_t m, size_t n, float *c, size_t ldc)
     void ff_outer_f64(const double *a, size_t a_stride, const double *b, size_t m, size_t n, double *c, size_t ldc)
     void ff_row_times_f32(const float *a, const float *b, size_t ldb, size_t k, size_t n, float *c)
     void ff_row_times_f64(const double *a, const double *b, size_t ldb, size_t k, size_t n, double *c)
-    void ff_mask_colsum_f64(const double *dh, double *h, size_t rows, size_t cols, double *db)
     double ff_softmax_xent_f32(const float *out, size_t rows, size_t cols, const Py_ssize_t *labels,
                                float scale, float *grad, Py_ssize_t *hits)
     double ff_softmax_xent_f64(const double *out, size_t rows, size_t cols, const Py_ssize_t *labels,
@@ -683,7 +683,9 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
     WEIGHT_GRAD_ROWS_RATIO times wider than tall, as measured faster. Every entry of
     C is still one BLAS dot product over all of K, so nothing is added afterwards,
     and no share reads what another writes (BLAS may block a narrower share's sums
-    differently: another thread count can change results by rounding).
+    differently: another thread count can change results by rounding). A product of a
+    one-row batch that is not cut and has no packing runs as C loops (one_row_product)
+    where it can.
     """
     cdef GemmJob job
     cdef char *pack = ws.pack if own_product(ws.pack, M, N, K) else NULL  # the whole product decides
@@ -705,15 +707,13 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K,
                 for j in range(N):
                     (<floating *>in_product.column_sums)[j] = 0
         product_finish = &in_product
-    if not split and pack == NULL and one_row_product(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc):
-        pass  # done: the finish follows, as after BLAS
-    elif split:
+    if split:
         job.f64 = floating is double
         job.trans_a, job.trans_b, job.by_rows, job.M, job.N, job.K = trans_a, trans_b, by_rows, M, N, K
         job.A, job.lda, job.B, job.ldb, job.C, job.ldc = A, lda, B, ldb, C, ldc
         job.pack, job.pack_stride, job.finish = pack, ws.pack_stride, product_finish
         ff_team_run(gemm_share, &job, shares)
-    else:
+    elif pack != NULL or not one_row_product(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc):
         one_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, pack, product_finish)
     if sums_after:
         colsum(<const floating *>finish.gated, M, N, <floating *>finish.column_sums)
