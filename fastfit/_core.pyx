@@ -643,8 +643,10 @@ cdef inline bint one_row_product(bint trans_a, bint trans_b, int M, int N, int K
                                  floating *C, int ldc) noexcept nogil:
     """The products of a one-row batch without BLAS, when op(B)'s rows are B's (not trans_b):
     the weight gradient (K = 1, an outer product) and the input gradient (M = 1, B's rows
-    summed in order, each times its entry of the row op(A)). Each runs in well under the
-    call and blocking overhead of BLAS's small-matrix kernels; returns whether it ran."""
+    summed in order, each times its entry of the row op(A)); also any other product of
+    these shapes (a one-column output layer's input gradient is an outer product). At the
+    tiny network's batch-1 shapes they ran faster than BLAS's small-matrix kernels
+    (docs/design.md, "The products"). Returns whether it ran."""
     if trans_b or K < 1:
         return False
     if K == 1:  # C[i, j] = op(A)[i, 0] * B[0, j]
