@@ -45,15 +45,16 @@ class NonFiniteLossError(FloatingPointError):
 _CHUNK_SECONDS = 0.2
 #: ... but long enough that the snapshot and the check around each run (LocalRunner.run)
 #: take at most _GUARD_SHARE of it, up to _MAX_CHUNK_SECONDS. For a 20M-parameter model
-#: with Adam they pass over 240 MB of parameters and state, about 14 ms on two threads
-#: (30 ms as NumPy's copy and sum): 4% of a run of one 0.3 s step, 1.5% of a run of three.
+#: with Adam they pass over 240 MB of parameters and state, 14-28 ms on two threads as the
+#: machine's memory runs (30 ms or more as NumPy's copy and sum): up to 9% of a run of one
+#: 0.3 s step, up to 3% of a run of three.
 _GUARD_SHARE = 0.01
 _MAX_CHUNK_SECONDS = 1.0
 
 #: Each model's pace in its last fit: what set it (see LocalRunner.pace_key), the seconds a
 #: step took and the seconds of its runs' guard. A later fit of the same model under the
 #: same conditions starts with runs of full length instead of one step: a fit called once per
-#: epoch, or a short fit, then takes one snapshot and check where it took two (about 14 ms
+#: epoch, or a short fit, then takes one snapshot and check where it took two (14-28 ms
 #: each for the 784-4096-4096-10 network, whose steps take 0.3 s). Weak: an entry goes with
 #: its model.
 _PACE = weakref.WeakKeyDictionary()
