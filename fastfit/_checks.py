@@ -153,6 +153,14 @@ def positive_float(value, name, expect="a number"):
     return value
 
 
+def random_generator(seed, name="seed"):
+    """np.random.default_rng(seed), with an error that names the argument."""
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name} must be a non-negative integer, got {seed!r} ({exc})") from None
+
+
 def _is_sparse(value):
     """True for a scipy.sparse matrix or array (without importing SciPy's sparse module)."""
     return hasattr(value, "tocsr") and hasattr(value, "nnz")

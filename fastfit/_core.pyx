@@ -228,12 +228,15 @@ cdef class Workspace:
     cdef readonly Py_ssize_t rows_in_use  # the rows gradient_head last worked on
     cdef readonly cnp.ndarray acts, scratch, xbuf, ybuf, lbuf, deltas, packing
     cdef readonly bint own_products
+    cdef readonly object sizes, dtype      # of the network the buffers are sized for
+    cdef readonly Py_ssize_t target_cols   # float target columns ybuf holds per row
 
     def __init__(self, Network net, Py_ssize_t capacity, Py_ssize_t target_cols=0, bint labels=False,
                  int threads=1, bint transpose_small_inputs=False, bint deltas=False,
                  bint transpose_few_row_outputs=False, bint own_products=False):
         sizes = net.sizes
         dtype = net.params.dtype
+        self.sizes, self.dtype, self.target_cols = sizes, dtype, target_cols
         if own_products and not ff_gemm_usable():
             raise ValueError("own_products needs fastfit's AVX-512 product, and this build, CPU "
                              "or operating system cannot run it")
@@ -305,9 +308,18 @@ cdef class Dataset:
     C-contiguous, in the network's dtype; the other target array is empty."""
     cdef DataView v
     cdef readonly cnp.ndarray X, Y, labels
+    cdef readonly Py_ssize_t label_min, label_max   # the labels' range (0, -1 without labels)
 
     def __init__(self, cnp.ndarray X, cnp.ndarray Y, cnp.ndarray labels):
+        if (X.ndim != 2 or X.dtype not in (np.float32, np.float64) or not X.flags.c_contiguous
+                or Y.ndim != 2 or not Y.flags.c_contiguous or (Y.size and (Y.dtype != X.dtype or Y.shape[0] != X.shape[0]))
+                or labels.ndim != 1 or labels.dtype != np.intp or not labels.flags.c_contiguous
+                or (labels.size and labels.shape[0] != X.shape[0])):
+            raise ValueError("Dataset needs X (n, d) contiguous float32 or float64, and Y (n, C) contiguous of "
+                             "X's dtype or labels (n,) contiguous intp, the other empty")
         self.X, self.Y, self.labels = X, Y, labels
+        # read once here: the core trusts each label to index the output (see check_batch_inputs)
+        self.label_min, self.label_max = (int(labels.min()), int(labels.max())) if labels.size else (0, -1)
         self.v.n_rows = X.shape[0]
         self.v.d0 = X.shape[1]
         self.v.ycols = Y.shape[1] if Y.size else 0
@@ -1054,6 +1066,7 @@ def batch_gradient(Network net, Workspace ws, Dataset data, Objective objective,
     cdef LossView without_penalty = objective.v
     without_penalty.l2 = 0.0
     cdef const Py_ssize_t *first = &rows[0] if B > 0 else NULL
+    check_batch_inputs(net, ws, data, objective, rows, B)
     with nogil:
         total = batch_gradient_any(&net.v, &ws.v, &data.v, &without_penalty, first, B, scale,
                                    NULL, NULL, &hits)
@@ -1070,8 +1083,7 @@ def gradient_head(Network net, Workspace ws, Dataset data, Objective objective,
     cdef double total
     cdef double scale = loss_scale(&objective.v, scale_rows)
     cdef const Py_ssize_t *first = &rows[0] if B > 0 else NULL
-    if B > ws.capacity:
-        raise ValueError(f"gradient_head: {B} rows do not fit a workspace of {ws.capacity}")
+    check_batch_inputs(net, ws, data, objective, rows, B)
     with nogil:
         if net.v.f64:
             total = head_typed(&net.v, &ws.v, &data.v, &objective.v, first, B, scale, &hits, <double *>NULL)
@@ -1125,6 +1137,7 @@ def update(Network net, UpdateRule rule, double lr, double lr_next, long long t,
         end_layer = net.v.L
     if not 0 <= first_layer <= end_layer <= net.v.L:
         raise ValueError(f"layers [{first_layer}, {end_layer}) are not within [0, {net.v.L}]")
+    check_rule(net, rule)
     with nogil:
         c = step_coefficients(&rule.v, lr, lr_next, t)
         for k in range(end_layer - 1, first_layer - 1, -1):
@@ -1154,6 +1167,14 @@ def train_steps(Network net, Workspace ws, Dataset data, Objective objective, Up
     cdef bint stop = False
     cdef Py_ssize_t done = 0, hits = 0, batch_hits
     cdef ff_rule c
+    if batch_size < 1 or first_batch < 0 or n_batches < 0 or lrs.shape[0] < n_batches + 1 \
+            or (n_batches > 0 and (first_batch + n_batches - 1) * batch_size >= N):
+        raise ValueError(f"steps {first_batch}..{first_batch + n_batches - 1} of batches of {batch_size} do not "
+                         f"fit an order of {N} rows with {lrs.shape[0]} learning rates")
+    check_rule(net, rule)
+    check_batch_inputs(net, ws, data, objective, order[first_batch * batch_size:
+                                                        min(N, (first_batch + n_batches) * batch_size)],
+                       min(batch_size, N))
     with nogil:
         for s in range(n_batches):
             start = (first_batch + s) * batch_size
@@ -1206,6 +1227,7 @@ def slice_head(Network net, Workspace ws, Dataset data, Objective objective, con
     cdef double scale = loss_scale(&objective.v, B)
     cdef const Py_ssize_t *first = &rows[0] if B > 0 else NULL
     check_slice(net, ws, B, lo, hi)
+    check_batch_inputs(net, ws, data, objective, rows, B)
     with nogil:
         if net.v.f64:
             total = slice_head_typed(&net.v, &ws.v, &data.v, &objective.v, first, B, lo, hi, scale, &hits,
@@ -1281,10 +1303,72 @@ cdef void rows_weight_gradient_typed(const NetView *net, const WorkView *ws, Py_
     colsum(dF, hi - lo, d_out, grads + net.boff[k])  # zeros for no rows
 
 
+# ---------------------------------------------------------------- what the entry points check
+#
+# The loops below trust their arguments: every size and pointer must agree. The Python layer
+# builds them so; these checks (a few comparisons a call, one pass over a run's batch order)
+# keep a caller that did not from reading or writing past a buffer.
+
+cdef int check_rows(Network net, Workspace ws, Py_ssize_t rows, Py_ssize_t cols, bint f64) except -1:
+    """TypeError or ValueError unless `rows` rows of `cols` inputs (double when f64) fit net and ws."""
+    if ws.sizes != net.sizes or ws.dtype != net.params.dtype:
+        raise ValueError(f"this workspace was made for a {ws.dtype} network of sizes {list(ws.sizes)}, "
+                         f"not this {net.params.dtype} one of sizes {list(net.sizes)}")
+    if f64 != net.v.f64:
+        raise TypeError(f"the rows are {'float64' if f64 else 'float32'}; this network is {net.params.dtype}")
+    if cols != net.v.dims[0]:
+        raise ValueError(f"the rows have {cols} columns; this network takes {net.v.dims[0]} inputs")
+    if not 0 <= rows <= ws.capacity:
+        raise ValueError(f"{rows} rows do not fit a workspace of {ws.capacity}")
+    return 0
+
+
+cdef int check_batch_inputs(Network net, Workspace ws, Dataset data, Objective objective,
+                            const Py_ssize_t[::1] rows, Py_ssize_t batch) except -1:
+    """check_rows for batches of up to `batch` rows of data, and: the targets are the loss's
+    kind and fit the network's outputs and the workspace, and every row index is in the data."""
+    cdef Py_ssize_t i, n = data.v.n_rows, C = net.v.dims[net.v.L]
+    check_rows(net, ws, batch, data.v.d0, data.X.dtype == np.float64)
+    if objective.v.kind == FF_LOSS_SOFTMAX_CROSS_ENTROPY:
+        if data.v.labels == NULL and n > 0:
+            raise ValueError("cross-entropy needs integer labels, and the data holds none")
+        if not (0 <= data.label_min and data.label_max < C):
+            raise ValueError(f"the labels run from {data.label_min} to {data.label_max}; they must lie in [0, {C})")
+        if ws.lbuf.shape[0] < ws.capacity:
+            raise ValueError("this workspace holds no labels (Workspace(..., labels=True))")
+    elif objective.v.kind in (FF_LOSS_SQUARED_ERROR, FF_LOSS_BINARY_CROSS_ENTROPY):
+        if n > 0 and (data.v.Y == NULL or data.v.ycols != C):
+            raise ValueError(f"this loss needs float targets of {C} columns, and the data holds "
+                             f"{data.v.ycols if data.v.Y != NULL else 'none'}")
+        if ws.target_cols != C:
+            raise ValueError(f"this workspace holds {ws.target_cols} target columns; the network has {C} outputs")
+    else:
+        raise ValueError(f"unknown loss kind {objective.v.kind}")
+    for i in range(rows.shape[0]):
+        if not 0 <= rows[i] < n:
+            raise ValueError(f"row index {rows[i]} is not in the data's {n} rows")
+    return 0
+
+
+cdef int check_rule(Network net, UpdateRule rule) except -1:
+    """ValueError unless the rule holds the state buffers its kind needs, sized for net."""
+    cdef bint needs_m = rule.v.kind in (FF_MOMENTUM, FF_NESTEROV, FF_ADAM)
+    cdef bint needs_v = rule.v.kind == FF_ADAM
+    if rule.v.kind not in (FF_SGD, FF_MOMENTUM, FF_NESTEROV, FF_ADAM, FF_NORMALIZED):
+        raise ValueError(f"unknown update kind {rule.v.kind}")
+    for needed, buffer, name in ((needs_m, rule.m, "m"), (needs_v, rule.vbuf, "v")):
+        if needed and (buffer.shape[0] != net.v.n_params or buffer.dtype != net.params.dtype
+                       or not buffer.flags.c_contiguous or not buffer.flags.writeable):
+            raise ValueError(f"this update needs a writeable contiguous {net.params.dtype} state buffer {name} "
+                             f"of {net.v.n_params} entries, got {buffer.shape[0]} of {buffer.dtype}")
+    return 0
+
+
 # ---------------------------------------------------------------- the step API's entry points
 
 def forward(Network net, const floating[:, ::1] X, Workspace ws):
     """Forward pass of X (B <= ws.capacity rows) into ws.acts."""
+    check_rows(net, ws, X.shape[0], X.shape[1], floating is double)
     with nogil:
         forward_pass(&net.v, &X[0, 0] if X.shape[0] > 0 else NULL, X.shape[0], &ws.v)
 
@@ -1293,6 +1377,7 @@ def backward(Network net, const floating[:, ::1] X, Workspace ws):
     """Backward pass for the batch X whose forward pass filled ws.acts, into net.grads.
 
     dL/dF_L must already be in the output slot of ws.acts. Spends the activations."""
+    check_rows(net, ws, X.shape[0], X.shape[1], floating is double)
     with nogil:
         backward_pass(&net.v, &X[0, 0] if X.shape[0] > 0 else NULL, X.shape[0],
                       <floating *>ws.v.acts, <floating *>ws.v.scratch, NULL, NULL, 0.0, &ws.v)
@@ -1303,9 +1388,22 @@ def loss_value_and_grad(int kind, double scale, const floating[:, ::1] out,
                         floating[:, ::1] grad):
     """Return sum_i l_i over the batch and write scale * dl/dout into grad."""
     cdef double total
-    cdef Py_ssize_t B = out.shape[0], C = out.shape[1], hits = 0
+    cdef Py_ssize_t B = out.shape[0], C = out.shape[1], hits = 0, i
     if B == 0:
         return 0.0
+    if grad.shape[0] != B or grad.shape[1] != C:
+        raise ValueError(f"grad has shape ({grad.shape[0]}, {grad.shape[1]}); out's is ({B}, {C})")
+    if kind == FF_LOSS_SOFTMAX_CROSS_ENTROPY:
+        if labels.shape[0] != B:
+            raise ValueError(f"cross-entropy needs {B} labels, got {labels.shape[0]}")
+        for i in range(B):
+            if not 0 <= labels[i] < C:
+                raise ValueError(f"label {labels[i]} is not in [0, {C})")
+    elif kind in (FF_LOSS_SQUARED_ERROR, FF_LOSS_BINARY_CROSS_ENTROPY):
+        if Y.shape[0] != B or Y.shape[1] != C:
+            raise ValueError(f"targets of shape ({Y.shape[0]}, {Y.shape[1]}) for outputs of ({B}, {C})")
+    else:
+        raise ValueError(f"unknown loss kind {kind}")
     with nogil:
         total = loss_and_grad(kind, scale, &out[0, 0], B, C,
                               &Y[0, 0] if Y.shape[0] > 0 else NULL,

@@ -14,6 +14,8 @@ import threading
 
 from threadpoolctl import ThreadpoolController
 
+from . import _checks
+
 _controller = None
 _lock = threading.Lock()
 _requests = []        # thread counts asked for by the fits running now
@@ -29,6 +31,18 @@ _original = None      # the BLAS thread counts before the first of them
 #: 1.27-1.29M vs 1.13-1.30M. (With BLAS's own threads splitting the products the
 #: crossing was at 40 MFLOP, and with OpenMP threads spinning beside them at 200.)
 SINGLE_THREAD_FLOPS = 5e6
+
+
+#: the most threads a fit may ask for: fastfit's team has at most this many (csrc/team.c)
+MAX_THREADS = 256
+
+
+def thread_count(value, name="n_threads"):
+    """A checked thread count: a whole number in [1, MAX_THREADS]."""
+    value = _checks.positive_int(value, name)
+    if value > MAX_THREADS:
+        raise ValueError(f"{name} must be at most {MAX_THREADS} (fastfit's thread team), got {value}")
+    return value
 
 
 def cpu_count():

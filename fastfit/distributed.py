@@ -619,6 +619,24 @@ def evaluate(model, X, y, loss, comm=None, timeout=DEFAULT_TIMEOUT):
 
 # ---------------------------------------------------------------- the fit
 
+def _check_checkpoint_folder(coll, checkpoint):
+    """ValueError on every rank, before any training, when rank 0 (which writes the checkpoint
+    after each epoch) has no folder for it that it can write."""
+    problem = ""
+    if checkpoint is not None and coll.rank == 0:
+        folder = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
+        if not os.path.isdir(folder):
+            problem = f"checkpoint {os.fspath(checkpoint)!r}: the folder {folder!r} does not exist"
+        elif not os.access(folder, os.W_OK):
+            problem = f"checkpoint {os.fspath(checkpoint)!r}: the folder {folder!r} cannot be written"
+    flags = coll.allgather(np.array([bool(problem)], dtype=np.int64), "checkpoint check")
+    if problem:
+        raise ValueError(problem)
+    if flags.any():
+        raise ValueError("distributed fit: rank 0 cannot write the checkpoint file; every rank stops "
+                         "(rank 0 reports why)")
+
+
 def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, comm=None,
         shuffle=True, drop_last=False, n_threads=None, validation_data=None, validation_split=0.0,
         early_stopping=False, patience=5, min_delta=0.0, restore_best=True, callbacks=None,
@@ -686,27 +704,32 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
     if exchange == "factors" and (compress is not None or overlap):
         raise ValueError("exchange='factors' sends activations and output gradients, exactly and as soon as each "
                          "is final: compress and overlap apply to the gradient all-reduce (exchange='gradient')")
+    if n_threads is not None:
+        n_threads = _threads.thread_count(n_threads)
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a file path (str or os.PathLike), got {checkpoint!r}")
     a = check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, validation_data,
                             validation_split, early_stopping, drop_last, patience, min_delta, callbacks, verbose,
                             as_rows=lambda arr, name: _SharedRows(arr, name, model.n_inputs, model.dtype))
     optimizer = a.optimizer
 
     with model.exclusive("distributed fit"):
-        optimizer.bind(model)
-        # ---- the ranks agree on what they are doing, and on the data's finiteness
-        items = [("model sizes", model.sizes), ("dtype", model.dtype.str), ("loss", repr(a.loss)),
-                 ("optimizer", _optimizer_signature(optimizer)), ("batch_size", a.batch_size),
-                 ("epochs", a.epochs), ("seed", repr(seed)), ("training rows", a.N),
-                 ("targets", (a.Y.shape, a.labels.shape, zlib.crc32(a.labels if a.labels.size else a.Y))),
-                 ("shuffle", bool(shuffle)), ("drop_last", bool(drop_last)),
-                 ("validation rows", -1 if a.val is None else a.val[4] - a.val[3]),
-                 ("early_stopping", (bool(early_stopping), a.patience, float(a.min_delta), bool(restore_best))),
-                 ("checkpoint", checkpoint is not None), ("overlap", bool(overlap)), ("compress", repr(compress)),
-                 ("exchange", exchange)]
-        ranks_here = _check_same_everywhere(coll, items)
-        _check_finite_sharded(coll, a.rows.X, "X", model.dtype)
-        if a.val is not None and a.val[0] is not a.rows:
-            _check_finite_sharded(coll, a.val[0].X, "validation X", model.dtype)
+        with optimizer.binding(model):  # a fresh optimizer is left unbound when a check fails
+            # ---- the ranks agree on what they are doing, and on the data's finiteness
+            items = [("model sizes", model.sizes), ("dtype", model.dtype.str), ("loss", repr(a.loss)),
+                     ("optimizer", _optimizer_signature(optimizer)), ("batch_size", a.batch_size),
+                     ("epochs", a.epochs), ("seed", repr(seed)), ("training rows", a.N),
+                     ("targets", (a.Y.shape, a.labels.shape, zlib.crc32(a.labels if a.labels.size else a.Y))),
+                     ("shuffle", bool(shuffle)), ("drop_last", bool(drop_last)),
+                     ("validation rows", -1 if a.val is None else a.val[4] - a.val[3]),
+                     ("early_stopping", (bool(early_stopping), a.patience, float(a.min_delta), bool(restore_best))),
+                     ("checkpoint", checkpoint is not None), ("overlap", bool(overlap)), ("compress", repr(compress)),
+                     ("exchange", exchange)]
+            ranks_here = _check_same_everywhere(coll, items)
+            _check_finite_sharded(coll, a.rows.X, "X", model.dtype)
+            if a.val is not None and a.val[0] is not a.rows:
+                _check_finite_sharded(coll, a.val[0].X, "validation X", model.dtype)
+            _check_checkpoint_folder(coll, checkpoint)
 
         # ---- rank 0's starting point everywhere: parameters, step count, optimizer state
         state = optimizer.state_dict()
@@ -722,8 +745,6 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
 
         if n_threads is None:
             n_threads = _default_threads(-(-a.batch_size // coll.size), model, ranks_here)
-        else:
-            n_threads = _checks.positive_int(n_threads, "n_threads")
         model._last_X = None
         sums = None
         if overlap or compress is not None:

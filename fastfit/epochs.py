@@ -29,9 +29,10 @@ from .optim import Adam, Optimizer
 from .progress import make_progress
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(FloatingPointError, ValueError):
     """The loss or the parameters stopped being finite during a fit; the model keeps
-    the parameters of the last completed finite step.
+    the parameters of the last completed finite step. Also a ValueError, which is what
+    scikit-learn's estimators raise when a fit diverges.
 
     Attributes: ``epoch`` and ``step`` (1-based), ``history`` (the epochs completed).
     """
@@ -159,6 +160,15 @@ def check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, 
         optimizer = Adam()
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a fastfit optimizer (SGD, Adam, AdamW, NormalizedGD), got {optimizer!r}")
+    # a value written into the buffers in place (a layer's W[i, j] = nan) is not checked when
+    # written; the fit would otherwise blame its first non-finite loss on the learning rate
+    if not _core.all_finite(model.params):
+        raise ValueError("the model's parameters hold NaN or infinity before the fit (written into model.params "
+                         "or a layer's W or b in place?): assign finite values, or build a new model")
+    for name, buffer in optimizer.state_buffers().items():
+        if not _core.all_finite(buffer):
+            raise ValueError(f"the optimizer's state buffer {name!r} holds NaN or infinity: reset() it, or use a "
+                             "new optimizer")
     rows = as_rows(X, "X")
     Y, labels = loss.targets(y, rows.n, model.n_outputs, model.dtype)
     epochs = _checks.positive_int(epochs, "epochs")
@@ -205,10 +215,7 @@ def check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, 
     _, _, error = optimizer.rates(optimizer.t, 1)  # a schedule that fails at once, fails now
     if error is not None:
         raise error
-    try:
-        rng = np.random.default_rng(seed)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"seed must be a non-negative integer, got {seed!r} ({exc})") from None
+    rng = _checks.random_generator(seed)
     return FitArguments(loss=loss, optimizer=optimizer, rows=rows, Y=Y, labels=labels, val=val, N=n_train,
                         early_stopping=bool(early_stopping),
                         batch_size=bs, n_batches=n_batches, epochs=epochs, patience=patience,
@@ -242,7 +249,10 @@ class EpochEnd:
                 self.stale += 1
                 stop = self.stale >= self.patience
         for cb in self.callbacks:
-            if cb(dict(record)) is False:
+            answer = cb(dict(record))
+            # False stops, NumPy's False_ too (what a comparison in the callback gives); None,
+            # True and anything else go on
+            if answer is False or (isinstance(answer, np.bool_) and not answer):
                 stop = True
         return stop
 

@@ -274,10 +274,11 @@ def save(model, path, optimizer=None, info=None):
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "fastfit_version": __version__,
             "sizes": list(model.sizes), "dtype": model.dtype.str, "seed": seed, "optimizer": None,
             "info": info}
-    arrays = {_PARAMS_KEY: np.ascontiguousarray(model.params)}
-    if optimizer is not None:
-        meta["optimizer"], opt_arrays = _optimizer_entries(optimizer, model)
-        arrays.update(opt_arrays)
+    with model.exclusive("save"):  # parameters and state of one step, not half-way through another thread's
+        arrays = {_PARAMS_KEY: model.params.copy()}
+        if optimizer is not None:
+            meta["optimizer"], opt_arrays = _optimizer_entries(optimizer, model)
+            arrays.update(opt_arrays)
     text = json.dumps(meta)
     if len(text) > _MAX_META_CHARS:
         raise ValueError(f"the metadata (info and optimizer) takes {len(text):,} characters of JSON; "

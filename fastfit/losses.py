@@ -30,10 +30,19 @@ class Loss:
     score_name = None
 
     def __init__(self, reduction="mean", l2=0.0):
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         self.reduction = reduction
-        self.l2 = _checks.non_negative_float(l2, "l2")
+        self.l2 = l2
+
+    def __setattr__(self, name, value):
+        # checked on every assignment, as in the constructor: the core reads them as they are
+        if name == "reduction" and value not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {value!r}")
+        if name == "l2":
+            value = _checks.non_negative_float(value, "l2")
+        if name in ("kind", "uses_labels", "score_name"):
+            raise AttributeError(f"{name} is fixed by the loss's class ({type(self).__name__}); "
+                                 "use another loss class")
+        object.__setattr__(self, name, value)
 
     @property
     def mean(self):
@@ -177,7 +186,9 @@ class SoftmaxCrossEntropy(Loss):
         return 1
 
     def targets(self, y, n_rows, n_outputs, dtype, name="y"):
-        arr = _checks._as_numeric_array(y, name)
+        # a copy first, checked after: the core reads the labels for the whole fit, and a caller's
+        # array changed meanwhile (by a callback or another thread) would send unchecked indices into it
+        arr = np.array(_checks._as_numeric_array(y, name), copy=True)
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr.ravel()
         if arr.ndim != 1 or arr.shape[0] != n_rows:

@@ -26,9 +26,26 @@ class Layer:
     gradient views.
     """
 
-    def __init__(self, W, b, dW, db, relu):
-        self.W, self.b, self.dW, self.db = W, b, dW, db
-        self.relu = relu
+    def __init__(self, W, b, dW, db, relu, assign):
+        self._W, self._b, self._dW, self._db = W, b, dW, db
+        self._relu = relu
+        self._assign = assign   # the model's checked copy into one of its buffers
+
+    # Assigning W, b, dW or db copies checked values into the model's buffer (the name
+    # would otherwise point at a new array the model never reads); the views stay valid.
+    W = property(lambda self: self._W, lambda self, values: self._assign(self._W, values, "W"),
+                 doc="The weights (out_features, in_features): a view into the model's params.")
+    b = property(lambda self: self._b, lambda self, values: self._assign(self._b, values, "b"),
+                 doc="The biases (out_features,): a view into the model's params.")
+    dW = property(lambda self: self._dW, lambda self, values: self._assign(self._dW, values, "dW"),
+                  doc="The weights' gradient: a view into the model's grads.")
+    db = property(lambda self: self._db, lambda self, values: self._assign(self._db, values, "db"),
+                  doc="The biases' gradient: a view into the model's grads.")
+
+    @property
+    def relu(self):
+        """Whether a ReLU follows the layer: every layer but the last (fixed by the model's sizes)."""
+        return self._relu
 
     @property
     def in_features(self):
@@ -73,7 +90,7 @@ def initial_params(sizes, dtype, seed, init="he"):
         draw = init
     else:
         raise TypeError(f"init must be one of {sorted(INITS)} or a callable (d_in, d_out, rng) -> W, got {init!r}")
-    rng = np.random.default_rng(seed)
+    rng = _checks.random_generator(seed)
     params = np.empty(sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])), dtype=dtype)
     off = 0
     for k, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -137,7 +154,7 @@ class MLP:
         return model
 
     def _build(self, sizes, dtype, params, seed):
-        self.sizes, self.dtype, self.seed = sizes, dtype, seed
+        self._sizes, self._dtype, self.seed = sizes, dtype, seed
         # a copy on 64-byte lines, as the optimizer's state is: whole vectors per line in the update
         params, given = _core.line_aligned_zeros(params.size, dtype), params
         params[...] = given
@@ -152,7 +169,29 @@ class MLP:
             w, b = int(self._net.woff[k]), int(self._net.boff[k])
             self.layers.append(Layer(params[w:b].reshape(d_out, d_in), params[b:b + d_out],
                                      self.grads[w:b].reshape(d_out, d_in), self.grads[b:b + d_out],
-                                     relu=k < L - 1))
+                                     relu=k < L - 1, assign=self._assign))
+
+    # The compiled network is built for these: they are read-only, as a mismatch between
+    # them and the buffers would let the core read past an array.
+    @property
+    def sizes(self):
+        """The layer widths (d_0, ..., d_L), fixed when the model is built."""
+        return self._sizes
+
+    @sizes.setter
+    def sizes(self, value):
+        raise AttributeError(f"sizes is fixed when a model is built (this one has {list(self._sizes)}); "
+                             "build a new MLP of the sizes you want")
+
+    @property
+    def dtype(self):
+        """float32 or float64, fixed when the model is built."""
+        return self._dtype
+
+    @dtype.setter
+    def dtype(self, value):
+        raise AttributeError(f"dtype is fixed when a model is built (this one is {self._dtype.name}); "
+                             "build a new MLP, or MLP.from_params(model.sizes, model.params, dtype=...)")
 
     # ---- the buffers
 
@@ -177,8 +216,9 @@ class MLP:
     def _assign(self, target, values, name):
         arr = _checks._as_numeric_array(values, name)
         if arr.shape != target.shape:
-            raise ValueError(f"{name} must have shape {target.shape} (the model's {self.n_params} parameters), "
-                             f"got {arr.shape}")
+            what = f"the model's {self.n_params} parameters" if target.ndim == 1 and target.size == self.n_params \
+                else "the layer's"
+            raise ValueError(f"{name} must have shape {target.shape} ({what}), got {arr.shape}")
         arr = _checks.finite_array(arr, self.dtype, name)
         with self.exclusive(f"assigning {name}"):
             target[...] = arr
@@ -301,10 +341,12 @@ class MLP:
         thread for fastfit's own products, where they run), and total.
         """
         B = _checks.positive_int(batch_size, "batch_size")
+        if B > _checks.BLAS_INT_MAX:
+            raise ValueError(f"batch_size must be at most {_checks.BLAS_INT_MAX} (BLAS's 32-bit sizes), got {B}")
         if n_threads is None:
             n_threads = _threads.auto_threads(6.0 * self.n_params * B)
         else:
-            n_threads = _checks.positive_int(n_threads, "n_threads")
+            n_threads = _threads.thread_count(n_threads)
         own_products = _blas_select.own_products()[0] and _core.uses_own_products(self.sizes, B, self.dtype)
         item = self.dtype.itemsize
         n_state = 0 if optimizer is None else state_buffers_of(optimizer)
@@ -333,9 +375,10 @@ class MLP:
         """Weights in PyTorch's nn.Sequential(Linear, ReLU, ..., Linear) convention
         ("0.weight", "0.bias", "2.weight", ...); NumPy copies, W (out, in)."""
         sd = OrderedDict()
-        for layer, (wk, bk) in zip(self.layers, sequential_keys(len(self.layers))):
-            sd[wk] = layer.W.copy()
-            sd[bk] = layer.b.copy()
+        with self.exclusive("state_dict"):  # not half-way through another thread's step
+            for layer, (wk, bk) in zip(self.layers, sequential_keys(len(self.layers))):
+                sd[wk] = layer.W.copy()
+                sd[bk] = layer.b.copy()
         return sd
 
     def load_state_dict(self, state_dict):
@@ -370,10 +413,13 @@ class MLP:
 
     def copy(self):
         """An independent model with the same sizes, dtype and parameters."""
-        return MLP.from_params(self.sizes, self.params, self.dtype, self.seed)
+        with self.exclusive("copy"):  # not half-way through another thread's step
+            return MLP.from_params(self.sizes, self.params, self.dtype, self.seed)
 
     def __getstate__(self):
-        return {"sizes": self.sizes, "dtype": self.dtype.str, "seed": self.seed, "params": self.params.copy()}
+        with self.exclusive("pickling"):
+            params = self.params.copy()
+        return {"sizes": self.sizes, "dtype": self.dtype.str, "seed": self.seed, "params": params}
 
     def __setstate__(self, state):
         other = MLP.from_params(state["sizes"], state["params"], state["dtype"], state.get("seed"))

@@ -8,6 +8,7 @@ distributed fit use. The arithmetic is the compiled core's (csrc/update_impl.h).
 ``lr`` is a float or a schedule: any callable of the step number t (the number
 of steps taken before this one); see schedules.py.
 """
+import contextlib
 import math
 import numbers
 import weakref
@@ -17,19 +18,43 @@ import numpy as np
 from . import _checks, _core, _threads
 
 
+def _step_count(value, name="t"):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or not 0 <= value < 2 ** 53:
+        raise ValueError(f"{name} must be a whole number of steps in [0, 2^53), got {value!r}")
+    return int(value)
+
+
+def _flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 class Optimizer:
-    """Common machinery: the learning rate, the step count, state bound to one model."""
+    """Common machinery: the learning rate, the step count, state bound to one model.
+
+    Every hyper-parameter goes through the constructor's check whenever it is
+    assigned (``opt.lr = 0.01`` included): the core reads them as they are."""
 
     #: the names of the state buffers this optimizer keeps (each the size of the parameters)
     state_names = ()
 
+    #: attribute -> its check (value -> the value stored), run on every assignment
+    _checked = {"lr": _checks.learning_rate,
+                "weight_decay": lambda value: _checks.non_negative_float(value, "weight_decay"),
+                "t": _step_count}
+
     def __init__(self, lr, weight_decay=0.0):
-        self.lr = _checks.learning_rate(lr)
-        self.weight_decay = _checks.non_negative_float(weight_decay, "weight_decay")
+        self.lr = lr
+        self.weight_decay = weight_decay
         self.t = 0
         self._state = {}
         self._bound = None       # (sizes, dtype) of the model the state belongs to
         self._model = None       # a weak reference to that model
+
+    def __setattr__(self, name, value):
+        check = self._checked.get(name)
+        object.__setattr__(self, name, value if check is None else check(value))
 
     # ---- learning rate
 
@@ -89,6 +114,18 @@ class Optimizer:
                              f"{'another model' if self._bound == key else f'a {key[1]} model of sizes {list(key[0])}'} "
                              "(use a new optimizer, or reset() this one)")
         self._model = weakref.ref(model)
+
+    @contextlib.contextmanager
+    def binding(self, model):
+        """bind(model) for the block's set-up: when the block raises, a fresh optimizer is
+        left unbound again (its state dropped), as it was."""
+        before = (self._state, self._bound, self._model)
+        self.bind(model)
+        try:
+            yield
+        except BaseException:
+            self.__dict__.update(_state=before[0], _bound=before[1], _model=before[2])
+            raise
 
     def reset(self):
         """Forget the state and the step count."""
@@ -150,9 +187,7 @@ class Optimizer:
             fresh = type(self)(**hyper)
         except TypeError as exc:
             raise TypeError(f"state['hyper'] does not fit {type(self).__name__}: {exc}") from None
-        t = state.get("t", 0)
-        if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Integral) or not 0 <= t < 2 ** 53:
-            raise ValueError(f"state['t'] must be a whole number of steps in [0, 2^53), got {t!r}")
+        t = _step_count(state.get("t", 0), "state['t']")
         bound, buffers = state.get("bound"), state.get("buffers", {})
         if not isinstance(buffers, dict):
             raise TypeError("state['buffers'] must be a dict of arrays")
@@ -181,7 +216,7 @@ class Optimizer:
         if not isinstance(lookahead, (bool, np.bool_)):
             raise TypeError(f"state['lookahead'] must be a bool, got {lookahead!r}")
         self.__dict__.update(fresh.__dict__)
-        self.t, self._state, self._bound, self._model = int(t), arrays, key, None
+        self.__dict__.update(t=t, _state=arrays, _bound=key, _model=None)
         if hasattr(self, "_lookahead"):
             self._lookahead = bool(lookahead)
         return self
@@ -196,13 +231,27 @@ class Optimizer:
         """Put model.params at the point of the trajectory (phi)."""
 
     def step(self, model):
-        """One update of model.params from model.grads, in place."""
+        """One update of model.params from model.grads, in place.
+
+        FloatingPointError, with the model and the optimizer as they were, when the
+        gradient holds NaN or infinity, or when the update would leave a parameter or a
+        state value that is not finite (a learning rate too large)."""
         # the schedule first: a failing one must not leave a fresh optimizer bound to the model
         lr, lr_next = self.lr_at(self.t), self.lr_at(self.t + 1) if self._needs_next_lr() else 0.0
-        with model.exclusive("step"):
-            self.bind(model)
+        with model.exclusive("step"), self.binding(model):
             self._check_ready()
+            if not _core.all_finite(model.grads):
+                raise FloatingPointError("step: model.grads holds NaN or infinity (did the backward pass "
+                                         "overflow?); nothing was updated")
+            live = [model.params] + list(self._state.values())
+            saved = [buffer.copy() for buffer in live]
             _core.update(model._net, self.rule(_threads.allowed_threads()), lr, lr_next, self.t, 0.0)
+            if not all(_core.all_finite(buffer) for buffer in live):
+                for buffer, before in zip(live, saved):
+                    buffer[...] = before
+                raise FloatingPointError(f"step {self.t}: the update left a parameter or a state value that is not "
+                                         f"finite; the learning rate ({self.lr!r}) is probably too large. The model "
+                                         "and the optimizer are as they were")
             self.t += 1
 
     def _check_ready(self):
@@ -215,6 +264,22 @@ class Optimizer:
         state = dict(self.__dict__)
         state["_model"] = None  # a weak reference does not pickle; it binds again on first use
         return state
+
+
+def _convention(value, allowed):
+    if value not in allowed:
+        raise ValueError(f"convention must be one of {allowed}, got {value!r}")
+    return "book" if value == "seed" else value
+
+
+def _betas(value):
+    try:
+        b1, b2 = value
+    except TypeError:
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {value!r}") from None
+    except ValueError:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {value!r}") from None
+    return _checks.unit_interval(b1, "betas[0]"), _checks.unit_interval(b2, "betas[1]")
 
 
 def _check_bound(bound):
@@ -241,19 +306,33 @@ class SGD(Optimizer):
     """
 
     CONVENTIONS = ("book", "seed", "torch")
+    _checked = {**Optimizer._checked,
+                "momentum": lambda value: _checks.unit_interval(value, "momentum"),
+                "nesterov": lambda value: _flag(value, "nesterov"),
+                "convention": lambda value: _convention(value, SGD.CONVENTIONS)}
 
     def __init__(self, lr, momentum=0.0, nesterov=False, convention="book", weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.momentum = _checks.unit_interval(momentum, "momentum")
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
-        self.nesterov = bool(nesterov)
-        if self.nesterov and self.momentum == 0:
-            raise ValueError("nesterov=True needs momentum > 0")
-        if convention not in self.CONVENTIONS:
-            raise ValueError(f"convention must be one of {self.CONVENTIONS}, got {convention!r}")
-        self.convention = "book" if convention == "seed" else convention
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.convention = convention
         self._lookahead = True  # Nesterov: params hold psi (true for a fresh optimizer: psi_0 = phi_0)
+
+    def __setattr__(self, name, value):
+        if name not in ("momentum", "nesterov"):
+            return super().__setattr__(name, value)
+        value = self._checked[name](value)
+        momentum = value if name == "momentum" else getattr(self, "momentum", 0.0)
+        nesterov = value if name == "nesterov" else getattr(self, "nesterov", False)
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        # the state buffers and the meaning of the parameters (Nesterov keeps psi) follow the
+        # rule; once the optimizer holds state for a model, the rule may not change kind
+        if getattr(self, "_bound", None) is not None and (momentum > 0, nesterov) != (self.momentum > 0, self.nesterov):
+            raise ValueError(f"{name} cannot change from {getattr(self, name)!r} to {value!r} here: the optimizer "
+                             "holds state for its rule (momentum 0 or not, Nesterov or not); call reset() first "
+                             "or use a new optimizer")
+        object.__setattr__(self, name, value)
 
     def hyper_parameters(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -337,20 +416,16 @@ class Adam(Optimizer):
     CONVENTIONS = ("book", "seed", "torch", "keras", "sklearn")
     kind = _core.OPT_ADAM
     _decoupled = False
+    _checked = {**Optimizer._checked,
+                "betas": lambda value: _betas(value),
+                "eps": lambda value: _checks.positive_float(value, "eps"),
+                "convention": lambda value: _convention(value, Adam.CONVENTIONS)}
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, convention="book", weight_decay=0.0):
-        if convention not in self.CONVENTIONS:
-            raise ValueError(f"convention must be one of {self.CONVENTIONS}, got {convention!r}")
-        self.convention = "book" if convention == "seed" else convention
+        self.convention = convention
         super().__init__(lr, weight_decay)
-        try:
-            b1, b2 = betas
-        except TypeError:
-            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
-        except ValueError:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
-        self.betas = (_checks.unit_interval(b1, "betas[0]"), _checks.unit_interval(b2, "betas[1]"))
-        self.eps = _checks.positive_float(eps, "eps")
+        self.betas = betas
+        self.eps = eps
 
     def hyper_parameters(self):
         return {"lr": self.lr, "betas": self.betas, "eps": self.eps, "convention": self.convention,
@@ -381,10 +456,11 @@ class NormalizedGD(Optimizer):
     """The book's normalized gradient: phi <- phi - lr * g / (sqrt(g*g) + eps)."""
 
     kind = _core.OPT_NORMALIZED
+    _checked = {**Optimizer._checked, "eps": lambda value: _checks.positive_float(value, "eps")}
 
     def __init__(self, lr, eps=1e-8):
         super().__init__(lr)
-        self.eps = _checks.positive_float(eps, "eps")
+        self.eps = eps
 
     def hyper_parameters(self):
         return {"lr": self.lr, "eps": self.eps}

@@ -82,10 +82,10 @@ def fit(model, X, y, loss=None, optimizer=None, batch_size=64, epochs=10, seed=0
     if n_threads is None:
         n_threads = _threads.auto_threads(6.0 * model.n_params * a.batch_size)
     else:
-        n_threads = _checks.positive_int(n_threads, "n_threads")
+        n_threads = _threads.thread_count(n_threads)
     with model.exclusive("fit"):
-        a.optimizer.bind(model)  # raises, before any change, for another model
+        with a.optimizer.binding(model):  # raises, before any change, for another model
+            runner = LocalRunner(model, a, n_threads)
         model._last_X = None  # the step API's stored activations are not this fit's
-        runner = LocalRunner(model, a, n_threads)
         with _threads.single_threaded_blas():
             return run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle)

@@ -10,6 +10,7 @@ lists, integers, the other float dtype, batch sizes above N, read-only and
 non-contiguous arrays (same result as C-contiguous ones, never written to).
 """
 import math
+import os
 import re
 
 import numpy as np
@@ -707,3 +708,251 @@ def test_read_only_C_contiguous_float32_everything(layout):
     assert ff.evaluate(model, Xl, labelsl, loss) == ff.evaluate(twin, X, labels, loss)
     guard.check()
     guard_out.check()
+
+
+# ---------------------------------------------------------------- the same checks through attribute assignment
+
+def assigned(obj, attr, value):
+    return lambda: setattr(obj, attr, value)
+
+
+def kept(obj, attr, call):
+    """call() raises; obj.attr is what it was."""
+    before = getattr(obj, attr)
+    call()
+    assert getattr(obj, attr) == before
+
+
+@pytest.mark.parametrize("lr,exc", BAD_LR, ids=repr)
+@pytest.mark.parametrize("opt", OPTIMIZERS)
+def test_bad_learning_rate_assigned(opt, lr, exc):
+    o = OPTIMIZERS[opt]()
+    kept(o, "lr", lambda: rejected(exc, "lr", assigned(o, "lr", lr)))
+
+
+@pytest.mark.parametrize("value,exc", BAD_COEF, ids=repr)
+def test_bad_momentum_and_betas_assigned(value, exc):
+    sgd, adam = ff.SGD(0.1, momentum=0.5), ff.Adam()
+    kept(sgd, "momentum", lambda: rejected(exc, "momentum", assigned(sgd, "momentum", value)))
+    kept(adam, "betas", lambda: rejected(exc, "betas", assigned(adam, "betas", (0.9, value))))
+    kept(adam, "betas", lambda: rejected(exc, "betas", assigned(adam, "betas", (value, 0.999))))
+
+
+@pytest.mark.parametrize("eps,exc", BAD_EPS, ids=repr)
+@pytest.mark.parametrize("opt", ["Adam", "NormalizedGD"])
+def test_bad_eps_assigned(opt, eps, exc):
+    o = OPTIMIZERS[opt]()
+    kept(o, "eps", lambda: rejected(exc, "eps", assigned(o, "eps", eps)))
+
+
+@pytest.mark.parametrize("attr,value,exc", [
+    ("weight_decay", -5.0, ValueError), ("weight_decay", "0", TypeError), ("t", -1, ValueError),
+    ("t", 1.5, ValueError), ("t", True, ValueError), ("betas", (0.9,), ValueError), ("convention", "x", ValueError),
+    ("nesterov", "yes", TypeError), ("nesterov", 1, TypeError)], ids=repr)
+def test_other_bad_optimizer_attributes(attr, value, exc):
+    o = ff.SGD(0.1, momentum=0.5) if attr == "nesterov" else ff.Adam()
+    kept(o, attr, lambda: rejected(exc, attr, assigned(o, attr, value)))
+
+
+def test_sgd_rule_keeps_its_kind_once_it_holds_state():
+    """Momentum's state and Nesterov's look-ahead parameters belong to the rule they were made
+    for: once bound, momentum may change its value but not become 0 or leave it, nor Nesterov
+    switch; before binding (and after reset) anything valid goes, and trains as if constructed so."""
+    model = ff.MLP(SIZES, seed=0)
+    for opt, attr, value in [(ff.SGD(0.1), "momentum", 0.9), (ff.SGD(0.1), "nesterov", True),
+                             (ff.SGD(0.1, momentum=0.9), "momentum", 0.0),
+                             (ff.SGD(0.1, momentum=0.9, nesterov=True), "nesterov", False)]:
+        fit(model, X_GOOD, LABELS, opt=opt)
+        rejected(ValueError, attr, assigned(opt, attr, value), model, opt)
+    rejected(ValueError, "nesterov", assigned(ff.SGD(0.1, momentum=0.9, nesterov=True), "momentum", 0.0))
+    opt = ff.SGD(0.1, momentum=0.9)
+    fit(model, X_GOOD, LABELS, opt=opt)
+    opt.momentum = 0.5  # the same kind: allowed
+    opt.reset()
+    opt.nesterov = True
+    changed, built = ff.MLP(SIZES, seed=1), ff.MLP(SIZES, seed=1)
+    late = ff.SGD(0.1)
+    late.momentum, late.nesterov = 0.9, True
+    fit(changed, X_GOOD, LABELS, opt=late)
+    fit(built, X_GOOD, LABELS, opt=ff.SGD(0.1, momentum=0.9, nesterov=True))
+    np.testing.assert_array_equal(changed.params, built.params)
+
+
+@pytest.mark.parametrize("attr,value,exc", [("reduction", "bogus", ValueError), ("l2", "abc", TypeError),
+                                            ("l2", -1.0, ValueError), ("kind", 1, AttributeError),
+                                            ("uses_labels", True, AttributeError)], ids=repr)
+def test_loss_attributes_checked_on_assignment(attr, value, exc):
+    loss = ff.SquaredError()
+    kept(loss, attr, lambda: rejected(exc, attr, assigned(loss, attr, value)))
+
+
+@pytest.mark.parametrize("attr,value", [("sizes", (1, 8, 3)), ("sizes", (400, 8, 3)), ("dtype", np.float64)],
+                         ids=repr)
+def test_model_shape_and_dtype_are_read_only(attr, value):
+    """The compiled network is built for them: changing either would have the core read past
+    the input (predict) or write past its buffers (fit)."""
+    model = ff.MLP(SIZES, seed=0)
+    rejected(AttributeError, attr, assigned(model, attr, value), model)
+    fit(model, X_GOOD, LABELS)
+
+
+def test_layer_assignment_writes_into_the_model():
+    model, twin = ff.MLP(SIZES, seed=0), ff.MLP(SIZES, seed=0)
+    W, b = _rng.standard_normal((8, D)), _rng.standard_normal(C)
+    model.layers[0].W = W
+    model.layers[1].b = b.tolist()
+    twin.params[:8 * D] = W.ravel()
+    twin.params[-C:] = b
+    np.testing.assert_array_equal(model.params, twin.params)
+    np.testing.assert_array_equal(model.predict(X_GOOD), twin.predict(X_GOOD))
+    assert model.layers[0].W.base is not None and np.shares_memory(model.layers[0].W, model.params)
+    rejected(ValueError, "W", assigned(model.layers[0], "W", np.ones((D, 8))), model)
+    rejected(ValueError, "b", assigned(model.layers[0], "b", np.full(8, np.nan)), model)
+    rejected(AttributeError, "relu", assigned(model.layers[0], "relu", False), model)
+
+
+def test_labels_changed_during_the_fit_do_not_reach_the_core():
+    """The fit trains on a copy of the labels it checked: a callback that rewrites the caller's
+    array (with labels the model has no output for) changes nothing."""
+    results = []
+    for bad in (None, -1, C, 10 ** 9):
+        y = (np.arange(N) % C).astype(np.intp)  # the core's own label type: no conversion copies it
+        model = ff.MLP(SIZES, seed=0)
+
+        def rewrite(record, y=y, bad=bad):
+            if bad is not None:
+                y[:] = bad
+
+        history = fit(model, X_GOOD, y, epochs=3, callbacks=[rewrite])
+        results.append((model.params.copy(), list(history["loss"])))
+    for other in results[1:]:
+        assert_same_fit(other, results[0])
+
+
+def test_a_callback_returning_numpy_false_stops_the_fit():
+    threshold = np.float64(1e9)
+    history = fit(ff.MLP(SIZES, seed=0), X_GOOD, LABELS, epochs=5, callbacks=[lambda r: r["loss"] > threshold])
+    assert len(history["loss"]) == 1
+    history = fit(ff.MLP(SIZES, seed=0), X_GOOD, LABELS, epochs=3, callbacks=[lambda r: np.True_])
+    assert len(history["loss"]) == 3
+
+
+@pytest.mark.parametrize("n_threads,exc", [(2 ** 31, ValueError), (10 ** 7, ValueError), (257, ValueError),
+                                           (0, ValueError), (1.5, TypeError), (True, TypeError)], ids=repr)
+def test_bad_n_threads(n_threads, exc, setup):
+    model, opt = setup
+    rejected(exc, "n_threads", lambda: fit(model, X_GOOD, LABELS, opt=opt, n_threads=n_threads), model, opt)
+    rejected(exc, "n_threads", lambda: model.memory_report(8, n_threads=n_threads))
+
+
+def test_fit_refuses_parameters_made_non_finite_in_place(setup):
+    model, opt = setup
+    model.layers[0].W[0, 0] = np.nan  # in place: no check sees it
+    err = rejected(ValueError, "parameters", lambda: fit(model, X_GOOD, LABELS, opt=opt), model, opt)
+    assert "learning rate" not in str(err)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "momentum", "adam"])
+def test_step_refuses_non_finite_gradients_and_overflowing_updates(kind):
+    make = {"sgd": lambda lr: ff.SGD(lr), "momentum": lambda lr: ff.SGD(lr, momentum=0.5),
+            "adam": lambda lr: ff.Adam(lr)}[kind]
+    model, opt = ff.MLP(SIZES, seed=0), make(0.1)
+    out = model.forward(X_GOOD.astype(np.float32))
+    model.backward(np.full(out.shape, 3e38, np.float32))  # finite, but the weight gradients overflow
+    assert not np.isfinite(model.grads).all()
+    rejected(FloatingPointError, "model.grads", lambda: opt.step(model), model, opt)
+    # finite gradients, an update too large for float32: undone, the step not counted
+    opt = make(1e38 if kind != "adam" else 3e38)
+    model.grads = np.full(model.n_params, 1e30 if kind != "adam" else 1.0, np.float32)
+    model.params = np.full(model.n_params, -3e38, np.float32)
+    rejected(FloatingPointError, "learning rate", lambda: opt.step(model), model, opt)
+
+
+def test_reads_of_a_model_wait_for_no_one_else_s_step():
+    """save, state_dict, copy, pickling and the estimator's weights see a model between steps:
+    while another thread holds it (a fit), each refuses as predict does."""
+    import pickle
+    import threading
+
+    model = ff.MLP(SIZES, seed=0)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with model.exclusive("fit"):
+            holding.set()
+            release.wait(30)
+
+    other = threading.Thread(target=hold)
+    other.start()
+    try:
+        assert holding.wait(30)
+        for what, call in [("save", lambda: ff.save(model, os.devnull)), ("state_dict", model.state_dict),
+                           ("copy", model.copy), ("pickling", lambda: pickle.dumps(model)),
+                           ("assigning", lambda: setattr(model.layers[0], "b", np.zeros(8)))]:
+            with pytest.raises(RuntimeError, match="another thread"):
+                call()
+    finally:
+        release.set()
+        other.join()
+    ff.save(model, os.devnull)
+    pickle.loads(pickle.dumps(model))
+
+
+# ---------------------------------------------------------------- the core's own checks at its entry points
+
+def test_the_core_refuses_what_would_reach_past_a_buffer():
+    """The Python layer never hands the core mismatched pieces; should a caller (or a bug) do
+    so, each entry point raises instead of reading or writing past a buffer."""
+    from fastfit import _core
+    model = ff.MLP(SIZES, seed=0)
+    net, ws = model._net, model.workspace(8, labels=True)
+    X32 = np.ascontiguousarray(X_GOOD[:8], dtype=np.float32)
+    with pytest.raises(TypeError):
+        _core.forward(net, np.ascontiguousarray(X_GOOD[:8]), ws)          # float64 rows, float32 network
+    with pytest.raises(ValueError, match="columns"):
+        _core.forward(net, np.ones((8, D + 1), np.float32), ws)
+    with pytest.raises(ValueError, match="workspace"):
+        _core.forward(net, np.ones((9, D), np.float32), ws)               # more rows than it holds
+    with pytest.raises(ValueError, match="workspace"):
+        _core.forward(net, X32, ff.MLP([D, 16, C]).workspace(8))          # another network's buffers
+    with pytest.raises(ValueError, match="state buffer m"):
+        _core.update(net, _core.UpdateRule(_core.OPT_ADAM, np.empty(0, np.float32), np.empty(0, np.float32)),
+                     0.1, 0.0, 0, 0.0)
+    with pytest.raises(ValueError, match="state buffer v"):
+        m = np.zeros(model.n_params, np.float32)
+        _core.update(net, _core.UpdateRule(_core.OPT_ADAM, m, np.zeros(3, np.float32)), 0.1, 0.0, 0, 0.0)
+
+    ce = ff.SoftmaxCrossEntropy().objective(C)
+    rule = _core.UpdateRule(_core.OPT_SGD, np.empty(0, np.float32), np.empty(0, np.float32))  # no state
+    lrs = np.full(2, 0.1)
+    no_y = np.empty((0, 0), np.float32)
+
+    def steps(data, order=np.arange(8, dtype=np.intp), objective=ce, workspace=ws):
+        return _core.train_steps(net, workspace, data, objective, rule, order, 8, 0, 1, lrs, 0)
+
+    for bad in (-1, C, 10 ** 9):
+        labels = np.full(8, bad, dtype=np.intp)
+        with pytest.raises(ValueError, match="labels"):
+            steps(_core.Dataset(X32, no_y, labels))
+    good = _core.Dataset(X32, no_y, (np.arange(8) % C).astype(np.intp))
+    with pytest.raises(ValueError, match="row index"):
+        steps(good, order=np.array([0, 1, 2, 3, 4, 5, 6, 8], dtype=np.intp))
+    with pytest.raises(ValueError, match="float targets"):
+        steps(good, objective=ff.SquaredError().objective(C), workspace=model.workspace(8, target_cols=C))
+    with pytest.raises(ValueError, match="labels"):
+        steps(_core.Dataset(X32, np.ones((8, C), np.float32), np.empty(0, np.intp)))
+    with pytest.raises(ValueError):
+        _core.Dataset(X32, no_y, np.zeros(7, np.intp))                     # fewer labels than rows
+    before = model.params.copy()
+    steps(good)                                                           # and the right pieces run
+    assert not np.array_equal(before, model.params)
+
+    out = np.zeros((4, C), np.float32)
+    for labels in (np.array([0, 1, 2, C], np.intp), np.array([0, -1, 2, 1], np.intp), np.zeros(3, np.intp)):
+        with pytest.raises(ValueError):
+            _core.loss_value_and_grad(_core.LOSS_SOFTMAX_CROSS_ENTROPY, 1.0, out, no_y, labels, np.empty_like(out))
+    with pytest.raises(ValueError):
+        _core.loss_value_and_grad(_core.LOSS_SQUARED_ERROR, 1.0, out, no_y, np.zeros(4, np.intp), np.empty_like(out))
+    with pytest.raises(ValueError):
+        _core.loss_value_and_grad(99, 1.0, out, np.zeros((4, C), np.float32), np.empty(0, np.intp),
+                                  np.empty_like(out))
