@@ -83,6 +83,7 @@ Different or missing:
 - A diverging fit raises ``fastfit.NonFiniteLossError`` at once, rather than
   finishing with non-finite weights.
 """
+import contextlib
 import numbers
 import warnings
 
@@ -154,6 +155,38 @@ class _EpochRate:
         return repr(self.value)
 
 
+@contextlib.contextmanager
+def _unchanged_on_error(estimator):
+    """The estimator's attributes as they were when the block raises (a refit that fails its
+    checks leaves the fitted classes_, n_features_in_ and network in place)."""
+    before = dict(estimator.__dict__)
+    try:
+        yield
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(before)
+        raise
+
+
+class _LayerArrays(list):
+    """coefs_ or intercepts_: a list of views of the network's arrays, whose entries can be
+    assigned: ``coefs_[k] = W`` copies W into the network, checked. Pickles as a plain list."""
+
+    def __init__(self, estimator, name, views):
+        super().__init__(views)
+        self._estimator, self._name = estimator, name
+
+    def __setitem__(self, k, value):
+        if isinstance(k, slice):
+            raise TypeError(f"assign {self._name} one layer at a time ({self._name}[k] = array), "
+                            f"or all of them ({self._name} = [...])")
+        k = range(len(self))[k]  # negative indices as a list takes them; IndexError past the end
+        self._estimator._set_weights(value, self._name, only=k)  # the entry is a view: it shows the new values
+
+    def __reduce__(self):
+        return list, (list(self),)
+
+
 class _BaseMLP(BaseEstimator):
     """What the classifier and the regressor share: parameters, fitting, the network."""
 
@@ -201,6 +234,9 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"hidden_layer_sizes must be an int or a sequence of ints, got {self.hidden_layer_sizes!r}") from None
         if not all(_is_int(h) and h >= 1 for h in hls):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {self.hidden_layer_sizes!r}.")
+        if any(h > _checks.BLAS_INT_MAX for h in hls):
+            raise ValueError(f"hidden_layer_sizes must be at most {_checks.BLAS_INT_MAX} (BLAS's 32-bit sizes), "
+                             f"got {self.hidden_layer_sizes!r}")
         if self.activation != "relu":
             if self.activation in _ACTIVATIONS:
                 raise ValueError(f"activation={self.activation!r} is not available: fastfit trains ReLU networks "
@@ -259,37 +295,44 @@ class _BaseMLP(BaseEstimator):
 
     @property
     def coefs_(self):
-        """Weights per layer in scikit-learn's layout, (in, out): views of the network's weights."""
-        return [layer.W.T for layer in self._fitted_model().layers]
+        """Weights per layer in scikit-learn's layout, (in, out): views of the network's weights.
+        ``coefs_[k] = W`` copies W into layer k, checked (as scikit-learn's replaces the layer)."""
+        return _LayerArrays(self, "coefs_", [layer.W.T for layer in self._fitted_model().layers])
 
     @coefs_.setter
     def coefs_(self, value):
-        self._set_weights(value, "coefs_", lambda layer: layer.W.T)
+        self._set_weights(value, "coefs_")
 
     @property
     def intercepts_(self):
-        """Biases per layer, (out,): views of the network's biases."""
-        return [layer.b for layer in self._fitted_model().layers]
+        """Biases per layer, (out,): views of the network's biases; ``intercepts_[k] = b`` copies b in."""
+        return _LayerArrays(self, "intercepts_", [layer.b for layer in self._fitted_model().layers])
 
     @intercepts_.setter
     def intercepts_(self, value):
-        self._set_weights(value, "intercepts_", lambda layer: layer.b)
+        self._set_weights(value, "intercepts_")
 
-    def _set_weights(self, value, name, view):
+    def _set_weights(self, value, name, only=None):
+        """Copy checked arrays into every layer's weights (coefs_) or biases (intercepts_), or
+        into layer ``only`` alone (value is then that one array); nothing is written unless all check."""
         model = self._fitted_model()
-        value = list(value)
-        if len(value) != len(model.layers):
-            raise ValueError(f"{name} needs {len(model.layers)} arrays, got {len(value)}")
-        arrays = []
-        for k, (v, layer) in enumerate(zip(value, model.layers)):
-            target = view(layer)
-            arr = np.asarray(v, dtype=model.dtype)
-            if arr.shape != target.shape:
-                raise ValueError(f"{name}[{k}] must have shape {target.shape}, got {arr.shape}")
-            _checks.check_finite(arr, f"{name}[{k}]")
-            arrays.append((target, arr))
-        for target, arr in arrays:
-            target[...] = arr
+        views = [layer.W.T if name == "coefs_" else layer.b for layer in model.layers]
+        if only is None:
+            value = list(value)
+            if len(value) != len(views):
+                raise ValueError(f"{name} needs {len(views)} arrays, got {len(value)}")
+            pairs = list(enumerate(value))
+        else:
+            pairs = [(only, value)]
+        staged = []
+        for k, v in pairs:
+            arr = _checks._as_numeric_array(v, f"{name}[{k}]")
+            if arr.shape != views[k].shape:
+                raise ValueError(f"{name}[{k}] must have shape {views[k].shape}, got {arr.shape}")
+            staged.append((views[k], _checks.finite_array(arr, model.dtype, f"{name}[{k}]")))
+        with model.exclusive(f"assigning {name}"):
+            for target, arr in staged:
+                target[...] = arr
 
     @property
     def model_(self):
@@ -380,38 +423,40 @@ class _BaseMLP(BaseEstimator):
         return total
 
     def _fit(self, X, y, incremental):
-        hidden, dtype = self._check_params()
-        if self.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True")
-        first_pass = self.__dict__.get("_model") is None or (not self.warm_start and not incremental)
-        X, Y = self._validate_fit_data(X, y, incremental, first_pass, dtype)
-        n_outputs = self._n_model_outputs(Y)
-        sizes = [X.shape[1]] + hidden + [n_outputs]
-        self._random_state = check_random_state(self.random_state)
-        if first_pass:
-            self._initialize(sizes, dtype)
-        elif list(self._model.sizes) != sizes or self._model.dtype != dtype:
-            raise ValueError(f"the fitted network has sizes {list(self._model.sizes)} ({self._model.dtype}); "
-                             f"these parameters and data need {sizes} ({dtype}): refit without warm_start")
-        self.n_outputs_ = n_outputs
-        loss_scale, grad_scale = self._loss_scales()
-        if not incremental or self.__dict__.get("_optimizer") is None:
-            self._optimizer = self._make_optimizer(grad_scale)
+        # every check before training leaves a fitted estimator as it was when it fails
+        with _unchanged_on_error(self):
+            hidden, dtype = self._check_params()
+            if self.early_stopping and incremental:
+                raise ValueError("partial_fit does not support early_stopping=True")
+            first_pass = self.__dict__.get("_model") is None or (not self.warm_start and not incremental)
+            X, Y = self._validate_fit_data(X, y, incremental, first_pass, dtype)
+            n_outputs = self._n_model_outputs(Y)
+            sizes = [X.shape[1]] + hidden + [n_outputs]
+            self._random_state = check_random_state(self.random_state)
+            if first_pass:
+                self._initialize(sizes, dtype)
+            elif list(self._model.sizes) != sizes or self._model.dtype != dtype:
+                raise ValueError(f"the fitted network has sizes {list(self._model.sizes)} ({self._model.dtype}); "
+                                 f"these parameters and data need {sizes} ({dtype}): refit without warm_start")
+            self.n_outputs_ = n_outputs
+            loss_scale, grad_scale = self._loss_scales()
+            if not incremental or self.__dict__.get("_optimizer") is None:
+                self._optimizer = self._make_optimizer(grad_scale)
 
-        if self.early_stopping:
-            X_train, X_val, Y_train, Y_val = self._split_validation(X, Y)
-        else:
-            X_train, Y_train, X_val, Y_val = X, Y, None, None
-        n = X_train.shape[0]
-        if self.batch_size == "auto":
-            batch_size = min(200, n)
-        else:
-            if self.batch_size > n:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
-            batch_size = int(np.clip(self.batch_size, 1, n))
-        n_batches = -(-n // batch_size)
-        alpha = float(self.alpha)
-        penalty = {"start": self._squared_weights() if alpha else 0.0}
+            if self.early_stopping:
+                X_train, X_val, Y_train, Y_val = self._split_validation(X, Y)
+            else:
+                X_train, Y_train, X_val, Y_val = X, Y, None, None
+            n = X_train.shape[0]
+            if self.batch_size == "auto":
+                batch_size = min(200, n)
+            else:
+                if self.batch_size > n:
+                    warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+                batch_size = int(np.clip(self.batch_size, 1, n))
+            n_batches = -(-n // batch_size)
+            alpha = float(self.alpha)
+            penalty = {"start": self._squared_weights() if alpha else 0.0}
 
         self.n_iter_ = 0
         state = {"stopped": False}

@@ -525,3 +525,51 @@ def test_single_class_and_dtype_and_verbose():
     with redirect_stdout(out):
         MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, verbose=True, random_state=0).fit(X, y)
     assert "Iteration 1, loss = " in out.getvalue() and "Iteration 2, loss = " in out.getvalue()
+
+
+def test_assigning_one_layer_writes_it_into_the_network():
+    X, y = _problem("multiclass")
+    ours = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours.fit(X, y)
+    W, b = np.random.default_rng(0).standard_normal(ours.coefs_[0].shape), np.ones(5)
+    ours.coefs_[0] = W
+    ours.intercepts_[-2] = b
+    np.testing.assert_array_equal(ours.coefs_[0], W.astype(np.float32))
+    np.testing.assert_array_equal(ours.model_.layers[0].W, W.T.astype(np.float32))
+    np.testing.assert_array_equal(ours.model_.layers[0].b, b)
+    before = ours.model_.params.copy()
+    for index, value, exc in [(0, np.ones((2, 2)), ValueError), (1, np.full(ours.coefs_[1].shape, np.nan), ValueError),
+                              (0, np.full(W.shape, 1 + 1j), TypeError), (0, np.full(W.shape, "2.5"), TypeError),
+                              (5, W, IndexError), (slice(0, 1), [W], TypeError)]:
+        with pytest.raises(exc):
+            ours.coefs_[index] = value
+    np.testing.assert_array_equal(ours.model_.params, before)
+    assert pickle.loads(pickle.dumps(ours.coefs_))[0].shape == W.shape
+
+
+@pytest.mark.parametrize("change", ["random_state", "one_class"])
+def test_a_refit_that_fails_its_checks_leaves_the_fitted_estimator_as_it_was(change):
+    X, y = _problem("multiclass")
+    ours = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours.fit(X, y)
+    before = (ours.classes_.copy(), ours.n_features_in_, ours.predict_proba(X).copy(), ours.model_)
+    with pytest.raises(ValueError):
+        if change == "random_state":
+            ours.set_params(random_state="abc").fit(X, np.where(y == y[0], "spam", "ham"))
+        else:
+            ours.fit(np.hstack([X, X]), np.zeros(len(X), int))
+    ours.set_params(random_state=0)
+    np.testing.assert_array_equal(ours.classes_, before[0])
+    assert ours.n_features_in_ == before[1] and ours.model_ is before[3]
+    np.testing.assert_array_equal(ours.predict_proba(X), before[2])
+
+
+def test_a_diverging_fit_raises_what_scikit_learn_raises():
+    X, y = _problem("multiclass")
+    with pytest.raises(ValueError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MLPClassifier(hidden_layer_sizes=(5,), learning_rate_init=1e300, max_iter=5, random_state=0).fit(X * 1e30, y)
