@@ -101,6 +101,13 @@ def _widths(text):
     return widths
 
 
+def _separator(text):
+    try:
+        return tables.separator(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _names(text):
     return [p.strip() for p in text.split(",") if p.strip()]
 
@@ -726,7 +733,7 @@ def build_parser():
         return p
 
     def table_options(p):
-        p.add_argument("--sep", default=None,
+        p.add_argument("--sep", default=None, type=_separator,
                        help="the column separator of a text table (tab may be written \\t); "
                             "None: found from the first lines among , tab ; |")
         p.add_argument("--index-col", default="auto", metavar="COLUMN",

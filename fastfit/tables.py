@@ -143,12 +143,21 @@ def detect_separator(lines):
     return best
 
 
-def _separator(sep):
-    """The user's --sep, with the names people type for a tab."""
+def separator(sep):
+    """The user's --sep, with the names people type for a tab: one character, or a regular
+    expression (longer), as pandas takes it; ValueError for what neither reads."""
     if sep in ("\\t", "tab", "TAB"):
         return "\t"
     if sep in ("space", "whitespace"):
         return r"\s+"
+    if not isinstance(sep, str) or not sep:
+        raise ValueError(f"the separator must be one character or a regular expression, got {sep!r}")
+    if len(sep) > 1:
+        try:
+            re.compile(sep)
+        except re.error as exc:
+            raise ValueError(f"the separator {sep!r} is longer than one character, so it is read as a "
+                             f"regular expression, and it is not one ({exc})") from None
     return sep
 
 
@@ -276,7 +285,7 @@ def read_table(path, sep=None, index_col="auto"):
         raise DataError(f"{path} cannot be read: {exc}") from None
     if not lines:
         raise DataError(f"{path} is empty: a header line naming the columns and data rows are needed")
-    sep = detect_separator(lines) if sep is None else _separator(sep)
+    sep = detect_separator(lines) if sep is None else separator(sep)
     names = split_line(lines[0], sep)
     seen = {}
     for k, name in enumerate(names):

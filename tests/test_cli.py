@@ -286,7 +286,7 @@ def test_separator_detection_rules():
     assert tables.detect_separator(["a;b;c", "1,5;2,5;3"]) == ";"     # decimal commas
     assert tables.detect_separator(['"x,y"|b', '"1,2"|3']) == "|"      # quoted separators
     assert tables.detect_separator(["a b c", "1 2 3"]) == ","          # nothing fits: comma
-    assert tables._separator("\\t") == "\t"
+    assert tables.separator("\\t") == "\t"
 
 
 def test_index_column_options(work):
@@ -508,3 +508,9 @@ def test_entry_point_in_a_subprocess(work):
     assert r.returncode == 1 and r.stderr.startswith("fastfit: error:") and "Traceback" not in r.stderr
     r = subprocess_fastfit("--debug", "fit", "nothing.csv", "--target", "y", cwd=work)
     assert r.returncode == 1 and "Traceback" in r.stderr and "DataError" in r.stderr
+
+
+@pytest.mark.parametrize("sep", ["", "((", "[a"])
+def test_a_separator_nothing_can_read_is_an_argument_error(work, sep):
+    line = one_line_error("fit", "train.csv", "--target", "label", "--sep", sep, status=2)
+    assert "--sep" in line
