@@ -10,11 +10,19 @@ choice never raises.
 """
 import contextlib
 import os
+import sys
 import threading
 
-from threadpoolctl import ThreadpoolController
+# threadpoolctl sets KMP_DUPLICATE_LIB_OK=True for the whole process when it is first imported
+# (Intel's OpenMP runtime then tolerates a second copy of itself). fastfit loads no OpenMP
+# runtime, so when this import is what set it, it is taken back: a user's process keeps the
+# environment it had.
+_kmp_was_set = "threadpoolctl" in sys.modules or "KMP_DUPLICATE_LIB_OK" in os.environ
+from threadpoolctl import ThreadpoolController  # noqa: E402
+if not _kmp_was_set:
+    os.environ.pop("KMP_DUPLICATE_LIB_OK", None)
 
-from . import _checks
+from . import _checks  # noqa: E402
 
 _controller = None
 _lock = threading.Lock()

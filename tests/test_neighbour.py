@@ -12,10 +12,10 @@ import helpers
 
 SCRIPT = r"""
 import json, os
-import numpy as np
-from threadpoolctl import threadpool_info  # sets KMP_DUPLICATE_LIB_OK itself, fastfit or not
 before_env = dict(os.environ)
+import numpy as np
 import fastfit as ff
+from threadpoolctl import threadpool_info  # after fastfit: its first import sets KMP_DUPLICATE_LIB_OK
 import scipy.linalg.cython_blas  # loaded by fastfit anyway
 before_threads = {info["filepath"]: info["num_threads"] for info in threadpool_info()}
 rng = np.random.default_rng(0)
@@ -35,8 +35,10 @@ print(json.dumps({"changed_env": changed, "threads_before": before_threads, "thr
 
 
 def test_using_fastfit_changes_no_environment_variable_and_no_thread_count(tmp_path):
+    env = helpers.subprocess_env()
+    env.pop("KMP_DUPLICATE_LIB_OK", None)  # as a fresh process has it: this one may have imported threadpoolctl
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120,
-                         env=helpers.subprocess_env(), cwd=tmp_path)
+                         env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["changed_env"] == [], f"fastfit changed {result['changed_env']}"
