@@ -1,4 +1,5 @@
-"""Training memory against batch size, from memory_report: only the activations grow.
+"""Training memory against batch size, from memory_report: the activations, the backward scratch
+and the gathered batch grow with it.
 
     python examples/memory.py [output.png]
 """

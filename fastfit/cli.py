@@ -47,7 +47,11 @@ _MAX_MESSAGE = 1000
 
 
 class CLIError(Exception):
-    """A problem with the user's files or arguments: printed as one line."""
+    """A problem with the user's files or arguments: printed as one line (exit status 1)."""
+
+
+class ArgumentError(CLIError):
+    """A flag's value, or a combination of flags, that cannot work: exit status 2, as argparse's."""
 
 
 def _note(text):
@@ -139,13 +143,13 @@ def check_memory(sizes, dtype, batch_size, state_buffers, flag="--hidden"):
 def _check_out(path, flag, example):
     """Refuse an output path that cannot be written, before any work is done."""
     if path.endswith(("/", os.sep)) or os.path.isdir(path):
-        raise CLIError(f"{flag} {path}: is a directory; give a file name such as "
+        raise ArgumentError(f"{flag} {path}: is a directory; give a file name such as "
                        f"{os.path.join(path, example)}")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
-        raise CLIError(f"{flag} {path}: the directory {os.path.dirname(path) or parent} does not exist")
+        raise ArgumentError(f"{flag} {path}: the directory {os.path.dirname(path) or parent} does not exist")
     if not os.access(parent, os.W_OK):
-        raise CLIError(f"{flag} {path}: cannot write in {os.path.dirname(path) or parent} (permission denied)")
+        raise ArgumentError(f"{flag} {path}: cannot write in {os.path.dirname(path) or parent} (permission denied)")
 
 
 def _check_range(data, dtype, what="column"):
@@ -190,7 +194,7 @@ def choose_task(y, task, loss, target):
     if loss != "auto":
         implied = _LOSS_TASK[loss]
         if task not in ("auto", implied):
-            raise CLIError(f"--loss {loss} is a {implied} loss, but --task {task} was given")
+            raise ArgumentError(f"--loss {loss} is a {implied} loss, but --task {task} was given")
         task, why = implied, f"--loss {loss}"
     elif task != "auto":
         why = f"--task {task}"
@@ -313,14 +317,14 @@ def _make_model(ff, sizes, dtype, seed):
     try:
         return ff.MLP(sizes, dtype=dtype, seed=seed)
     except (TypeError, ValueError) as exc:
-        raise CLIError(f"--hidden: {exc}") from None
+        raise ArgumentError(f"--hidden: {exc}") from None
 
 
-def _run_fit(ff, model, X, y, loss, optimizer, args, validation, callbacks):
+def _run_fit(ff, model, X, y, loss, optimizer, args, validation, callbacks, progress="auto"):
     try:
         return ff.fit(model, X, y, loss=loss, optimizer=optimizer, batch_size=args.batch_size,
                       epochs=args.epochs, seed=args.seed, validation_data=validation, callbacks=callbacks,
-                      verbose=0 if args.quiet else "auto")
+                      verbose=0 if args.quiet else progress)
     except ff.NonFiniteLossError as exc:
         raise CLIError(f"the fit diverged: the loss stopped being finite at epoch {exc.epoch}, step {exc.step}, "
                        f"and nothing was saved; lower --lr (now {args.lr:g})") from None
@@ -335,7 +339,7 @@ def cmd_fit(args):
 
     _check_out(args.out, "--out", "model.npz")
     if args.patience and not args.validation_split:
-        raise CLIError("--patience stops on the validation score: give --validation-split too (e.g. 0.2)")
+        raise ArgumentError("--patience stops on the validation score: give --validation-split too (e.g. 0.2)")
     start = time.perf_counter()
     data = tables.training_data(args.data, args.target, sep=args.sep, index_col=args.index_col,
                                 drop=_names(args.drop) if args.drop else ())
@@ -370,7 +374,7 @@ def cmd_fit(args):
     n = X.shape[0]
     n_val = int(round(n * args.validation_split))
     if args.validation_split and not 1 <= n_val < n:
-        raise CLIError(f"--validation-split {args.validation_split} leaves {n_val} of {n} rows for validation: "
+        raise ArgumentError(f"--validation-split {args.validation_split} leaves {n_val} of {n} rows for validation: "
                        "both parts need at least one")
     order = np.random.default_rng(args.seed).permutation(n) if n_val else np.arange(n)
     train, val = order[n_val:], order[:n_val]
@@ -567,7 +571,7 @@ def predictions(model, record, X, proba=False):
         picks = np.argmax(probs, axis=1)
         return [record.target], [[classes[k]] for k in picks]
     if proba:
-        raise CLIError("--proba gives class probabilities, but this is a regression model")
+        raise ArgumentError("--proba gives class probabilities, but this is a regression model")
     header = [record.target] if out.shape[1] == 1 else [f"{record.target}_{j}" for j in range(out.shape[1])]
     return header, out
 
@@ -664,7 +668,7 @@ def cmd_demo(args):
     # validation rows come out of the training set; the test set is only scored at the end
     n_val = int(round(len(X_train) * args.validation_split))
     if not 1 <= n_val < len(X_train):
-        raise CLIError(f"--validation-split {args.validation_split} leaves {n_val} validation rows")
+        raise ArgumentError(f"--validation-split {args.validation_split} leaves {n_val} validation rows")
     order = np.random.default_rng(args.seed).permutation(len(X_train))
     val, train = order[:n_val], order[n_val:]
     mean, scale = _column_stats(X_train[train])
@@ -682,8 +686,10 @@ def cmd_demo(args):
           f"softmax cross-entropy; early stopping on the accuracy of {n_val:,} validation rows held out of "
           f"the training set (patience {args.patience}), best epoch restored")
     start = time.perf_counter()
+    # the demo shows its progress at once (it takes about a second): the display on a terminal,
+    # a line per epoch elsewhere (a log)
     history = _run_fit(ff, model, Z_train, y_train[train], ff.SoftmaxCrossEntropy(), optimizer, args,
-                       (Z_val, y_train[val]), [keeper])
+                       (Z_val, y_train[val]), [keeper], progress=1 if sys.stderr.isatty() else 2)
     keeper.restore()
     test = ff.evaluate(model, Z_test, y_test, ff.SoftmaxCrossEntropy())
     seconds = time.perf_counter() - start
@@ -817,6 +823,8 @@ def _one_line(text):
 def _report(exc):
     """The one line (and exit status) for an exception that ended a command."""
     from .training import NonFiniteLossError
+    if isinstance(exc, ArgumentError):
+        return str(exc), 2
     if isinstance(exc, (CLIError, DataError)):
         return str(exc), 1
     if isinstance(exc, KeyboardInterrupt):

@@ -335,7 +335,7 @@ class MLP:
         "adamw", "normalized"); ``loss``: a loss or a loss name; ``n_threads``:
         the fit's (default: the count ``fit`` would choose). Returns a dict:
         parameters, gradients, optimizer_state, activations (one array per
-        layer, the only term that grows with the batch), backward_scratch (dL/dH before its mask, widest hidden layer),
+        layer), backward_scratch (dL/dH before its mask, widest hidden layer),
         batch (gathered inputs and targets), snapshot (the parameters and state
         a fit keeps to undo a step that overflows), packing (one buffer per
         thread for fastfit's own products, where they run), and total.

@@ -1,12 +1,13 @@
 """Pictures (matplotlib, the optional ``plot`` extra): training curves, optimizer paths, memory.
 
 - ``plot_history(history)``: training and validation loss (and score) per epoch.
-- ``optimizer_paths(f, grad, start, optimizers, steps)``: the trajectories of
+- ``optimizer_paths(grad, start, optimizers, steps)``: the trajectories of
   fastfit's own optimizers on a 2-D function, and ``plot_optimizer_paths`` to
   draw them over its contours (the book's picture of gradient descent, SGD,
   momentum, Nesterov and Adam on a loss surface).
 - ``plot_memory(model, batch_sizes, optimizer)``: ``memory_report`` against
-  the batch size: only the activations grow.
+  the batch size: the activations, the backward scratch and the gathered batch
+  grow with it.
 """
 import numpy as np
 
@@ -103,13 +104,13 @@ def plot_optimizer_paths(f, paths, xlim, ylim, ax=None, title=None, levels=30):
 
 
 def plot_memory(model, batch_sizes, optimizer=None, loss=None, ax=None):
-    """Stacked bytes of training memory (memory_report) against batch size."""
+    """Stacked bytes of training memory (every term of memory_report) against batch size."""
     plt = _pyplot()
     batch_sizes = [_checks.positive_int(b, "batch_sizes") for b in batch_sizes]
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
     reports = [model.memory_report(b, optimizer, loss) for b in batch_sizes]
-    parts = ["parameters", "gradients", "optimizer_state", "activations", "backward_scratch", "batch"]
+    parts = [term for term in reports[0] if term != "total"]  # every term the report counts
     stack = np.array([[r[p] / 2 ** 20 for r in reports] for p in parts])
     ax.stackplot(batch_sizes, stack, labels=[p.replace("_", " ") for p in parts])
     ax.set_xlabel("batch size")

@@ -514,3 +514,14 @@ def test_entry_point_in_a_subprocess(work):
 def test_a_separator_nothing_can_read_is_an_argument_error(work, sep):
     line = one_line_error("fit", "train.csv", "--target", "label", "--sep", sep, status=2)
     assert "--sep" in line
+
+
+@pytest.mark.parametrize("args,words", [
+    (("--patience", "3"), "--validation-split"),
+    (("--out", "."), "is a directory"),
+    (("--task", "regression", "--loss", "cross_entropy"), "--loss"),
+    (("--validation-split", "0.001"), "--validation-split"),
+], ids=["patience-alone", "out-directory", "loss-task", "tiny-split"])
+def test_flags_that_cannot_work_together_exit_with_status_2(work, args, words):
+    line = one_line_error("fit", "train.csv", "--target", "label", *FAST, *args, status=2)
+    assert words in line
