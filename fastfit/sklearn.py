@@ -417,7 +417,8 @@ class _BaseMLP(BaseEstimator):
             params = params - (opt.lr_at(opt.t) * opt.momentum) * m
         total, off = 0.0, 0
         for d_in, d_out in zip(model.sizes[:-1], model.sizes[1:]):  # the flat layout: W_0, b_0, W_1, ...
-            w = params[off:off + d_in * d_out]
+            # summed in float64: a float32 sum of squares overflows long before the loss does
+            w = params[off:off + d_in * d_out].astype(np.float64, copy=False)
             total += float(np.dot(w, w))
             off += d_in * d_out + d_out
         return total
