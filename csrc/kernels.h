@@ -37,6 +37,13 @@ void ff_update_f32(const ff_rule *rule, float *p, const float *g, float *m, floa
 void ff_update_f64(const ff_rule *rule, double *p, const double *g, double *m, double *v,
                   size_t n, int n_threads);
 
+/* 1 when that step would leave every parameter and state value it writes finite, else 0:
+ * the same arithmetic, run dry (nothing written), in the same parts. */
+int ff_update_stays_finite_f32(const ff_rule *rule, const float *p, const float *g, const float *m,
+                               const float *v, size_t n, int n_threads);
+int ff_update_stays_finite_f64(const ff_rule *rule, const double *p, const double *g, const double *m,
+                               const double *v, size_t n, int n_threads);
+
 /* c (m, n, row length ldc) = a b^T: column a (m values, a_stride apart) times row b (n
  * values), each entry one product; the weight gradient of a one-row batch (K = 1). */
 void ff_outer_f32(const float *a, size_t a_stride, const float *b, size_t m, size_t n, float *c, size_t ldc);

@@ -76,6 +76,10 @@ cdef extern from "kernels.h" nogil:
                        size_t n, int n_threads)
     void ff_update_f64(const ff_rule *rule, double *p, const double *g, double *m, double *v,
                        size_t n, int n_threads)
+    int ff_update_stays_finite_f32(const ff_rule *rule, const float *p, const float *g, const float *m,
+                                   const float *v, size_t n, int n_threads)
+    int ff_update_stays_finite_f64(const ff_rule *rule, const double *p, const double *g, const double *m,
+                                   const double *v, size_t n, int n_threads)
     void ff_bias_act_f32(float *f, const float *bias, size_t rows, size_t cols, int relu)
     void ff_bias_act_f64(double *f, const double *bias, size_t rows, size_t cols, int relu)
     void ff_colsum_f32(const float *d, size_t rows, size_t cols, float *db)
@@ -317,8 +321,12 @@ cdef class Dataset:
                 or (labels.size and labels.shape[0] != X.shape[0])):
             raise ValueError("Dataset needs X (n, d) contiguous float32 or float64, and Y (n, C) contiguous of "
                              "X's dtype or labels (n,) contiguous intp, the other empty")
+        if labels.flags.writeable or (<object>labels).base is not None:
+            # its own copy, read-only: the range read once here must hold for every later step
+            # (the core trusts each label to index the output; see check_batch_inputs)
+            labels = labels.copy()
+            labels.flags.writeable = False
         self.X, self.Y, self.labels = X, Y, labels
-        # read once here: the core trusts each label to index the output (see check_batch_inputs)
         self.label_min, self.label_max = (int(labels.min()), int(labels.max())) if labels.size else (0, -1)
         self.v.n_rows = X.shape[0]
         self.v.d0 = X.shape[1]
@@ -856,24 +864,33 @@ cdef void forward_rows(const NetView *net, const floating *X, Py_ssize_t B, Py_s
         H = F
 
 
-cdef void update_layer(const NetView *net, const RuleView *rule, const ff_rule *c, int k,
-                       double weight_penalty) noexcept nogil:
+cdef bint update_layer(const NetView *net, const RuleView *rule, const ff_rule *c, int k,
+                       double weight_penalty, bint dry=False) noexcept nogil:
     """The optimizer's rule over layer k's W_k and b_k; weight_penalty joins the
-    gradient's decay on W_k only (the L2 penalty)."""
+    gradient's decay on W_k only (the L2 penalty). dry: write nothing, and return whether
+    every value the update would write is finite (else: True)."""
     cdef Py_ssize_t w0 = net.woff[k], b0 = net.boff[k]
     cdef Py_ssize_t n_w = b0 - w0, n_b = net.dims[k + 1]
     cdef ff_rule on_weights = c[0]
     if weight_penalty == 0:  # W_k and b_k are adjacent: one pass
-        update_stretch(net, rule, c, w0, n_w + n_b)
-        return
+        return update_stretch(net, rule, c, w0, n_w + n_b, dry)
     on_weights.grad_decay = c.grad_decay + weight_penalty
-    update_stretch(net, rule, &on_weights, w0, n_w)
-    update_stretch(net, rule, c, b0, n_b)
+    return update_stretch(net, rule, &on_weights, w0, n_w, dry) & update_stretch(net, rule, c, b0, n_b, dry)
 
 
-cdef inline void update_stretch(const NetView *net, const RuleView *rule, const ff_rule *c,
-                                Py_ssize_t start, Py_ssize_t n) noexcept nogil:
-    """The rule over parameters [start, start + n)."""
+cdef inline bint update_stretch(const NetView *net, const RuleView *rule, const ff_rule *c,
+                                Py_ssize_t start, Py_ssize_t n, bint dry) noexcept nogil:
+    """The rule over parameters [start, start + n) (dry: see update_layer)."""
+    if dry and net.f64:
+        return ff_update_stays_finite_f64(c, <const double *>net.params + start, <const double *>net.grads + start,
+                                          <const double *>rule.m + start if rule.m != NULL else NULL,
+                                          <const double *>rule.v + start if rule.v != NULL else NULL, n,
+                                          rule.n_threads)
+    if dry:
+        return ff_update_stays_finite_f32(c, <const float *>net.params + start, <const float *>net.grads + start,
+                                          <const float *>rule.m + start if rule.m != NULL else NULL,
+                                          <const float *>rule.v + start if rule.v != NULL else NULL, n,
+                                          rule.n_threads)
     if net.f64:
         ff_update_f64(c, <double *>net.params + start, <const double *>net.grads + start,
                       <double *>rule.m + start if rule.m != NULL else NULL,
@@ -882,6 +899,7 @@ cdef inline void update_stretch(const NetView *net, const RuleView *rule, const 
         ff_update_f32(c, <float *>net.params + start, <const float *>net.grads + start,
                       <float *>rule.m + start if rule.m != NULL else NULL,
                       <float *>rule.v + start if rule.v != NULL else NULL, n, rule.n_threads)
+    return True
 
 
 cdef void output_bias_grad(const NetView *net, Py_ssize_t B, floating *acts) noexcept nogil:
@@ -1111,6 +1129,7 @@ def gradient_layer(Network net, Workspace ws, int k):
     """Layer k of the backward pass of the batch ``gradient_head`` began (layers in order
     L-1, ..., 0): afterwards W_k's and b_k's gradients are final."""
     cdef Py_ssize_t B = ws.rows_in_use
+    check_workspace(net, ws)
     if not 0 <= k < net.v.L:
         raise ValueError(f"k must be a layer index in [0, {net.v.L}), got {k}")
     with nogil:
@@ -1142,6 +1161,22 @@ def update(Network net, UpdateRule rule, double lr, double lr_next, long long t,
         c = step_coefficients(&rule.v, lr, lr_next, t)
         for k in range(end_layer - 1, first_layer - 1, -1):
             update_layer(&net.v, &rule.v, &c, k, weight_penalty)
+
+
+def update_stays_finite(Network net, UpdateRule rule, double lr, double lr_next, long long t,
+                        double weight_penalty):
+    """Whether ``update`` with these arguments (all layers) would leave every parameter and state
+    value it writes finite: the same arithmetic, nothing written (the step API asks first, so a
+    step that would overflow changes nothing)."""
+    cdef ff_rule c
+    cdef int k
+    cdef bint finite = True
+    check_rule(net, rule)
+    with nogil:
+        c = step_coefficients(&rule.v, lr, lr_next, t)
+        for k in range(net.v.L):
+            finite = update_layer(&net.v, &rule.v, &c, k, weight_penalty, True) and finite
+    return finite
 
 
 def train_steps(Network net, Workspace ws, Dataset data, Objective objective, UpdateRule rule,
@@ -1208,6 +1243,7 @@ cdef bint check_slice(Network net, Workspace ws, Py_ssize_t B, Py_ssize_t lo, Py
                       int k=0, int first_k=0) except -1:
     """ValueError unless rows [lo, hi) of a batch of B fit ws, which has a deltas buffer, and
     first_k <= k < L."""
+    check_workspace(net, ws)
     if ws.v.deltas == NULL:
         raise ValueError("this workspace has no deltas buffer (Workspace(..., deltas=True))")
     if not 0 <= lo <= hi <= B <= ws.capacity:
@@ -1309,11 +1345,17 @@ cdef void rows_weight_gradient_typed(const NetView *net, const WorkView *ws, Py_
 # builds them so; these checks (a few comparisons a call, one pass over a run's batch order)
 # keep a caller that did not from reading or writing past a buffer.
 
-cdef int check_rows(Network net, Workspace ws, Py_ssize_t rows, Py_ssize_t cols, bint f64) except -1:
-    """TypeError or ValueError unless `rows` rows of `cols` inputs (double when f64) fit net and ws."""
+cdef int check_workspace(Network net, Workspace ws) except -1:
+    """ValueError unless ws was made for a network of net's sizes and dtype."""
     if ws.sizes != net.sizes or ws.dtype != net.params.dtype:
         raise ValueError(f"this workspace was made for a {ws.dtype} network of sizes {list(ws.sizes)}, "
                          f"not this {net.params.dtype} one of sizes {list(net.sizes)}")
+    return 0
+
+
+cdef int check_rows(Network net, Workspace ws, Py_ssize_t rows, Py_ssize_t cols, bint f64) except -1:
+    """TypeError or ValueError unless `rows` rows of `cols` inputs (double when f64) fit net and ws."""
+    check_workspace(net, ws)
     if f64 != net.v.f64:
         raise TypeError(f"the rows are {'float64' if f64 else 'float32'}; this network is {net.params.dtype}")
     if cols != net.v.dims[0]:

@@ -9,6 +9,7 @@ distributed fit use. The arithmetic is the compiled core's (csrc/update_impl.h).
 of steps taken before this one); see schedules.py.
 """
 import contextlib
+import copy
 import math
 import numbers
 import weakref
@@ -134,6 +135,18 @@ class Optimizer:
         self._bound = None
         self._model = None
 
+    def check_state(self):
+        """ValueError when a state buffer holds what no step could have made (written in place
+        through state_buffers()): NaN or infinity, or a negative second moment."""
+        for name, buffer in self._state.items():
+            if not _core.all_finite(buffer):
+                raise ValueError(f"the optimizer's state buffer {name!r} holds NaN or infinity: reset() the "
+                                 "optimizer, or use a new one")
+        v = self._state.get("v")
+        if v is not None and v.size and v.min() < 0:
+            raise ValueError("the optimizer's state buffer 'v' holds negative values (Adam's second moment is "
+                             "never negative): reset() the optimizer, or use a new one")
+
     def state_buffers(self):
         """The state buffers by name (views: the optimizer's own arrays), empty before binding."""
         return dict(self._state)
@@ -240,18 +253,20 @@ class Optimizer:
         lr, lr_next = self.lr_at(self.t), self.lr_at(self.t + 1) if self._needs_next_lr() else 0.0
         with model.exclusive("step"), self.binding(model):
             self._check_ready()
-            if not _core.all_finite(model.grads):
-                raise FloatingPointError("step: model.grads holds NaN or infinity (did the backward pass "
-                                         "overflow?); nothing was updated")
-            live = [model.params] + list(self._state.values())
-            saved = [buffer.copy() for buffer in live]
-            _core.update(model._net, self.rule(_threads.allowed_threads()), lr, lr_next, self.t, 0.0)
-            if not all(_core.all_finite(buffer) for buffer in live):
-                for buffer, before in zip(live, saved):
-                    buffer[...] = before
-                raise FloatingPointError(f"step {self.t}: the update left a parameter or a state value that is not "
-                                         f"finite; the learning rate ({self.lr!r}) is probably too large. The model "
-                                         "and the optimizer are as they were")
+            if self.t + 1 >= 2 ** 53:
+                raise ValueError(f"t: the step count ({self.t}) cannot grow past 2^53, where it stops being exact")
+            rule = self.rule(_threads.allowed_threads())
+            # the update run dry first (the same arithmetic, nothing written): one that would leave
+            # a value that is not finite changes nothing, and the cause is looked for only then
+            if not _core.update_stays_finite(model._net, rule, lr, lr_next, self.t, 0.0):
+                if not _core.all_finite(model.grads):
+                    raise FloatingPointError("step: model.grads holds NaN or infinity (did the backward pass "
+                                             "overflow?); nothing was updated")
+                self.check_state()
+                raise FloatingPointError(f"step {self.t}: the update would leave a parameter or a state value that "
+                                         f"is not finite; the learning rate ({self.lr!r}) is probably too large. "
+                                         "Nothing was updated")
+            _core.update(model._net, rule, lr, lr_next, self.t, 0.0)
             self.t += 1
 
     def _check_ready(self):
@@ -264,6 +279,11 @@ class Optimizer:
         state = dict(self.__dict__)
         state["_model"] = None  # a weak reference does not pickle; it binds again on first use
         return state
+
+    def __copy__(self):
+        """copy.copy gives an optimizer with its own state buffers, as copy.deepcopy and pickling
+        do: a shallow copy would share them, and stepping another model would change this one's."""
+        return copy.deepcopy(self)
 
 
 def _convention(value, allowed):
