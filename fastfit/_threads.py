@@ -77,7 +77,7 @@ def allowed_threads():
     processes each running 2 BLAS threads on 2 cores slow each other down many times over."""
     with _lock:
         counts = [count for _, count in _original] if _requests else [lib.num_threads for lib in _blas_libs()]
-    return max(1, min([cpu_count()] + counts))
+    return max(1, min([cpu_count(), MAX_THREADS] + counts))
 
 
 def auto_threads(flops_per_step):

@@ -11,6 +11,8 @@ Each returns ``(X_train, y_train, X_test, y_test)`` as NumPy arrays (features
 float64, class labels int64), so they feed ``fit`` directly. ``Standardizer``
 centres and scales features with the training set's statistics.
 """
+import math
+import numbers
 import random
 
 import numpy as np
@@ -20,7 +22,17 @@ class MissingDependency(ImportError):
     """A dataset needs an optional package that is not installed."""
 
 
+def _check_real(value, name, low, high=math.inf, low_open=False):
+    """A finite real in [low, high) (or (low, high) with low_open), else an error naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(value) and (value > low if low_open else value >= low) and value < high):
+        raise ValueError(f"{name} must be a finite number in {'(' if low_open else '['}{low}, {high}), got {value!r}")
+    return float(value)
+
+
 def _split(X, y, test_fraction, rng):
+    test_fraction = _check_real(test_fraction, "test_fraction", 0.0, 1.0)
     order = rng.permutation(len(X))
     n_test = int(round(len(X) * test_fraction))
     test, train = order[:n_test], order[n_test:]
@@ -33,6 +45,8 @@ def spirals(n_samples=1000, n_classes=2, noise=0.2, turns=1.5, test_fraction=0.2
         raise ValueError(f"n_classes must be >= 2, got {n_classes}")
     if n_samples < n_classes:
         raise ValueError(f"n_samples must be at least n_classes ({n_classes}), got {n_samples}")
+    noise = _check_real(noise, "noise", 0.0)
+    turns = _check_real(turns, "turns", 0.0, low_open=True)
     rng = np.random.default_rng(seed)
     per_class = [n_samples // n_classes + (1 if c < n_samples % n_classes else 0) for c in range(n_classes)]
     Xs, ys = [], []
@@ -49,6 +63,7 @@ def spirals(n_samples=1000, n_classes=2, noise=0.2, turns=1.5, test_fraction=0.2
 def regression_1d(n_samples=200, noise=0.1, test_fraction=0.2, seed=0):
     """y = sin(3x) + 0.3 x^2 - 0.5 plus Gaussian noise for x in [-2, 2]: the book's 1-D toy,
     a smooth curve a shallow ReLU network fits piecewise linearly. y has shape (n, 1)."""
+    noise = _check_real(noise, "noise", 0.0)
     rng = np.random.default_rng(seed)
     x = rng.uniform(-2, 2, size=(n_samples, 1))
     y = np.sin(3 * x) + 0.3 * x ** 2 - 0.5 + noise * rng.standard_normal((n_samples, 1))

@@ -165,10 +165,7 @@ def check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, 
     if not _core.all_finite(model.params):
         raise ValueError("the model's parameters hold NaN or infinity before the fit (written into model.params "
                          "or a layer's W or b in place?): assign finite values, or build a new model")
-    for name, buffer in optimizer.state_buffers().items():
-        if not _core.all_finite(buffer):
-            raise ValueError(f"the optimizer's state buffer {name!r} holds NaN or infinity: reset() it, or use a "
-                             "new optimizer")
+    optimizer.check_state()
     rows = as_rows(X, "X")
     Y, labels = loss.targets(y, rows.n, model.n_outputs, model.dtype)
     epochs = _checks.positive_int(epochs, "epochs")
@@ -195,6 +192,9 @@ def check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, 
         val = (rows, Y, labels, n_train, rows.n)
     bs = _batch_size(batch_size, n_train)
     n_batches = max(n_train // bs if drop_last else -(-n_train // bs), 1)
+    if optimizer.t + epochs * n_batches >= 2 ** 53:
+        raise ValueError(f"epochs: {epochs} epochs of {n_batches} steps would take the optimizer's step count "
+                         f"(now {optimizer.t}) past 2^53, where it stops being exact")
     patience = _checks.positive_int(patience, "patience")
     if not (isinstance(min_delta, numbers.Real) and min_delta >= 0):
         raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")

@@ -186,6 +186,9 @@ class SoftmaxCrossEntropy(Loss):
         return 1
 
     def targets(self, y, n_rows, n_outputs, dtype, name="y"):
+        if n_outputs < 2:
+            raise ValueError("softmax cross-entropy needs a model of at least 2 outputs (one per class); with one "
+                             "output the softmax is 1 and nothing trains: use BinaryCrossEntropy for two classes")
         # a copy first, checked after: the core reads the labels for the whole fit, and a caller's
         # array changed meanwhile (by a callback or another thread) would send unchecked indices into it
         arr = np.array(_checks._as_numeric_array(y, name), copy=True)
@@ -200,7 +203,10 @@ class SoftmaxCrossEntropy(Loss):
         if arr.size and (arr.min() < 0 or arr.max() >= n_outputs):
             raise ValueError(f"{name} holds class labels from {arr.min()} to {arr.max()}, "
                              f"but the model has {n_outputs} outputs: labels must lie in [0, {n_outputs})")
-        labels = np.ascontiguousarray(arr, dtype=np.intp)
+        labels = np.ascontiguousarray(arr, dtype=np.intp)  # arr is this call's own copy
+        if labels.base is not None:  # a view of it (a raveled column): the core wants an array that owns its data
+            labels = labels.copy()
+        labels.flags.writeable = False  # what was checked stays so; the core's Dataset takes it as it is
         return np.empty((0, 0), dtype=dtype), labels
 
     def score_sums(self, out, Y, labels):

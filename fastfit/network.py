@@ -7,6 +7,7 @@ API's activations live in.
 """
 import contextlib
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -26,13 +27,23 @@ class Layer:
     gradient views.
     """
 
-    def __init__(self, W, b, dW, db, relu, assign):
+    def __init__(self, W, b, dW, db, relu, model):
         self._W, self._b, self._dW, self._db = W, b, dW, db
         self._relu = relu
-        self._assign = assign   # the model's checked copy into one of its buffers
+        self._model = weakref.ref(model)  # weak: a model and its layers must not keep each other alive
 
-    # Assigning W, b, dW or db copies checked values into the model's buffer (the name
-    # would otherwise point at a new array the model never reads); the views stay valid.
+    def _assign(self, target, values, name):
+        """Assigning W, b, dW or db copies checked values into the model's buffer (the name would
+        otherwise point at a new array the model never reads); the views stay valid. An in-place
+        operation (layer.W *= 2) has already written through the view when its assignment comes:
+        there is nothing left to copy, and it is unchecked, as any in-place write."""
+        if values is target:
+            return
+        model = self._model()
+        if model is None:
+            raise ReferenceError(f"{name}: the model this layer belonged to no longer exists")
+        model._assign(target, values, name)
+
     W = property(lambda self: self._W, lambda self, values: self._assign(self._W, values, "W"),
                  doc="The weights (out_features, in_features): a view into the model's params.")
     b = property(lambda self: self._b, lambda self, values: self._assign(self._b, values, "b"),
@@ -162,14 +173,25 @@ class MLP:
         self._ws = None          # workspace of the step API
         self._last_X = None      # the batch whose activations are stored, until backward
         self._use = threading.RLock()
-        self.layers = []
+        layers = []
         L = len(sizes) - 1
         for k in range(L):
             d_in, d_out = sizes[k], sizes[k + 1]
             w, b = int(self._net.woff[k]), int(self._net.boff[k])
-            self.layers.append(Layer(params[w:b].reshape(d_out, d_in), params[b:b + d_out],
-                                     self.grads[w:b].reshape(d_out, d_in), self.grads[b:b + d_out],
-                                     relu=k < L - 1, assign=self._assign))
+            layers.append(Layer(params[w:b].reshape(d_out, d_in), params[b:b + d_out],
+                                self.grads[w:b].reshape(d_out, d_in), self.grads[b:b + d_out],
+                                relu=k < L - 1, model=self))
+        self._layers = tuple(layers)
+
+    @property
+    def layers(self):
+        """The layers, views into the model's buffers (a tuple: the model's shape is fixed)."""
+        return self._layers
+
+    @layers.setter
+    def layers(self, value):
+        raise AttributeError("layers are views into this model's buffers and cannot be replaced; assign a "
+                             "layer's W and b, or model.params, to change the weights")
 
     # The compiled network is built for these: they are read-only, as a mismatch between
     # them and the buffers would let the core read past an array.
@@ -415,6 +437,11 @@ class MLP:
         """An independent model with the same sizes, dtype and parameters."""
         with self.exclusive("copy"):  # not half-way through another thread's step
             return MLP.from_params(self.sizes, self.params, self.dtype, self.seed)
+
+    def __copy__(self):
+        """copy.copy gives an independent model, as model.copy() does (a shallow copy would share
+        the parameter buffer and the lock with this one)."""
+        return self.copy()
 
     def __getstate__(self):
         with self.exclusive("pickling"):

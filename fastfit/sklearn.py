@@ -108,6 +108,7 @@ except ImportError:  # scikit-learn < 1.6
         return estimator._validate_data(*args, **kwargs)
 
 from . import _checks
+from ._threads import MAX_THREADS
 from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy, SquaredError
 from .network import MLP
 from .optim import SGD, Adam
@@ -269,8 +270,8 @@ class _BaseMLP(BaseEstimator):
             ("n_iter_no_change", (_is_int(n_iter_no_change) and n_iter_no_change >= 1)
              or (_is_real(n_iter_no_change) and n_iter_no_change == np.inf), "an int >= 1 or np.inf"),
             ("max_fun", _is_int(self.max_fun) and self.max_fun >= 1, "an int >= 1 (it is used by lbfgs only)"),
-            ("n_threads", self.n_threads is None or (_is_int(self.n_threads) and self.n_threads >= 1),
-             "None or an int >= 1"),
+            ("n_threads", self.n_threads is None or (_is_int(self.n_threads) and 1 <= self.n_threads <= MAX_THREADS),
+             f"None or an int in [1, {MAX_THREADS}]"),
         ]
         for name, ok, what in checks:
             if not ok:

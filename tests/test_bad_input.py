@@ -861,11 +861,19 @@ def test_step_refuses_non_finite_gradients_and_overflowing_updates(kind):
     model.backward(np.full(out.shape, 3e38, np.float32))  # finite, but the weight gradients overflow
     assert not np.isfinite(model.grads).all()
     rejected(FloatingPointError, "model.grads", lambda: opt.step(model), model, opt)
-    # finite gradients, an update too large for float32: undone, the step not counted
-    opt = make(1e38 if kind != "adam" else 3e38)
-    model.grads = np.full(model.n_params, 1e30 if kind != "adam" else 1.0, np.float32)
-    model.params = np.full(model.n_params, -3e38, np.float32)
-    rejected(FloatingPointError, "learning rate", lambda: opt.step(model), model, opt)
+    # finite gradients, an update too large for float32: refused before anything is written, the
+    # step not counted; also on a model large enough for the update to be split across threads,
+    # with the overflow in its second part only
+    for sizes in (SIZES, [300, 260, 10]):
+        model, opt = ff.MLP(sizes, seed=0), make(1e38 if kind != "adam" else 3e38)
+        model.grads = np.full(model.n_params, 1e30 if kind != "adam" else 1.0, np.float32)
+        if sizes == SIZES:
+            model.params = np.full(model.n_params, -3e38, np.float32)
+        else:
+            params = np.zeros(model.n_params, np.float32)
+            params[70000] = -3e38  # in the second half of the first layer (78,260 parameters)
+            model.params = params
+        rejected(FloatingPointError, "learning rate", lambda: opt.step(model), model, opt)
 
 
 def test_reads_of_a_model_wait_for_no_one_else_s_step():
@@ -956,3 +964,95 @@ def test_the_core_refuses_what_would_reach_past_a_buffer():
     with pytest.raises(ValueError):
         _core.loss_value_and_grad(99, 1.0, out, np.zeros((4, C), np.float32), np.empty(0, np.intp),
                                   np.empty_like(out))
+
+
+def test_the_core_keeps_its_own_labels_and_workspaces_match_their_network():
+    from fastfit import _core
+    model = ff.MLP(SIZES, seed=0)
+    X32 = np.ascontiguousarray(X_GOOD[:8], dtype=np.float32)
+    labels = (np.arange(8) % C).astype(np.intp)
+    data = _core.Dataset(X32, np.empty((0, 0), np.float32), labels)
+    labels[:] = 10 ** 9  # after the range was read: the Dataset holds its own copy
+    assert data.labels.max() < C and not data.labels.flags.writeable
+    ws = model.workspace(8, labels=True)
+    rule = _core.UpdateRule(_core.OPT_SGD, np.empty(0, np.float32), np.empty(0, np.float32))
+    _core.train_steps(model._net, ws, data, ff.SoftmaxCrossEntropy().objective(C), rule,
+                      np.arange(8, dtype=np.intp), 8, 0, 1, np.full(2, 0.1), 0)
+    other = ff.MLP([D, 16, C], seed=0)
+    _core.gradient_head(model._net, ws, data, ff.SoftmaxCrossEntropy().objective(C), np.arange(8, dtype=np.intp), 8)
+    with pytest.raises(ValueError, match="workspace"):
+        _core.gradient_layer(other._net, ws, 0)
+    wide = other.workspace(8, labels=True, deltas=True)
+    with pytest.raises(ValueError, match="workspace"):
+        _core.slice_input_gradient(model._net, wide, 8, 0, 4, 1)
+    with pytest.raises(ValueError, match="workspace"):
+        _core.rows_weight_gradient(model._net, wide, 8, 0, 4, 0)
+
+
+def test_a_dropped_model_is_freed_at_once_and_its_optimizer_can_step_another():
+    """Its layers hold it weakly: no reference cycle keeps a dropped model (and its buffers) alive
+    until the garbage collector runs, and an optimizer bound to it may then step a new model."""
+    import gc
+    import weakref
+    gc.disable()
+    try:
+        opt = ff.Adam(1e-2)
+        model = ff.MLP(SIZES, seed=0)
+        fit(model, X_GOOD, LABELS, opt=opt)
+        gone = weakref.ref(model)
+        del model
+        assert gone() is None
+        fit(ff.MLP(SIZES, seed=1), X_GOOD, LABELS, opt=opt)
+    finally:
+        gc.enable()
+    layer = ff.MLP(SIZES).layers[0]
+    with pytest.raises(ReferenceError):
+        layer.W = np.zeros((8, D))
+
+
+def test_copies_of_models_and_optimizers_are_independent():
+    import copy
+    model = ff.MLP(SIZES, seed=0)
+    opt = ff.Adam(1e-2)
+    fit(model, X_GOOD, LABELS, opt=opt)
+    twin_opt = copy.copy(opt)
+    assert all(not np.shares_memory(a, b) for a, b in zip(opt.state_buffers().values(),
+                                                         twin_opt.state_buffers().values()))
+    m_before = opt.state_buffers()["m"].copy()
+    twin = copy.copy(model)
+    assert not np.shares_memory(twin.params, model.params)
+    fit(twin, X_GOOD, LABELS, opt=twin_opt)
+    np.testing.assert_array_equal(opt.state_buffers()["m"], m_before)
+    rejected(AttributeError, "layers", assigned(model, "layers", twin.layers), model)
+
+
+def test_state_damaged_in_place_and_a_step_count_at_its_end_are_refused_before_anything_changes():
+    model, opt = ff.MLP(SIZES, seed=0), ff.Adam(1e-2)
+    fit(model, X_GOOD, LABELS, opt=opt)
+    v = opt.state_buffers()["v"]
+    v[3] = -1.0  # in place: a second moment no step could make
+    rejected(ValueError, "'v'", lambda: fit(model, X_GOOD, LABELS, opt=opt), model, opt)
+    out = model.forward(X_GOOD.astype(np.float32))
+    model.backward(np.zeros_like(out))
+    v[3] = 1.0
+    state = opt.state_dict()
+    state["t"] = 2 ** 53 - 2
+    opt.load_state_dict(state)
+    rejected(ValueError, "epochs", lambda: fit(model, X_GOOD, LABELS, opt=opt), model, opt)
+    opt.step(model)  # the last step the count allows
+    rejected(ValueError, "t", lambda: opt.step(model), model, opt)
+
+
+def test_cross_entropy_needs_two_outputs():
+    model = ff.MLP([D, 8, 1], seed=0)
+    rejected(ValueError, "BinaryCrossEntropy", lambda: fit(model, X_GOOD, np.zeros(N, int)), model)
+
+
+@pytest.mark.parametrize("kwargs,name,exc", [({"noise": math.nan}, "noise", ValueError),
+                                             ({"turns": math.inf}, "turns", ValueError),
+                                             ({"noise": -1.0}, "noise", ValueError),
+                                             ({"test_fraction": 1.5}, "test_fraction", ValueError),
+                                             ({"test_fraction": "0.2"}, "test_fraction", TypeError)], ids=repr)
+def test_bad_dataset_arguments(kwargs, name, exc):
+    from fastfit import datasets
+    rejected(exc, name, lambda: datasets.spirals(**kwargs))

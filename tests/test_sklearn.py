@@ -549,7 +549,7 @@ def test_assigning_one_layer_writes_it_into_the_network():
     assert pickle.loads(pickle.dumps(ours.coefs_))[0].shape == W.shape
 
 
-@pytest.mark.parametrize("change", ["random_state", "one_class"])
+@pytest.mark.parametrize("change", ["random_state", "one_class", "n_threads"])
 def test_a_refit_that_fails_its_checks_leaves_the_fitted_estimator_as_it_was(change):
     X, y = _problem("multiclass")
     ours = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
@@ -560,9 +560,11 @@ def test_a_refit_that_fails_its_checks_leaves_the_fitted_estimator_as_it_was(cha
     with pytest.raises(ValueError):
         if change == "random_state":
             ours.set_params(random_state="abc").fit(X, np.where(y == y[0], "spam", "ham"))
+        elif change == "n_threads":
+            ours.set_params(n_threads=300).fit(X, np.where(y == y[0], "spam", "ham"))
         else:
             ours.fit(np.hstack([X, X]), np.zeros(len(X), int))
-    ours.set_params(random_state=0)
+    ours.set_params(random_state=0, n_threads=None)
     np.testing.assert_array_equal(ours.classes_, before[0])
     assert ours.n_features_in_ == before[1] and ours.model_ is before[3]
     np.testing.assert_array_equal(ours.predict_proba(X), before[2])
