@@ -304,11 +304,44 @@ def _check_same_everywhere(coll, items):
 
 
 def _optimizer_signature(opt):
-    """The hyper-parameters that must agree across ranks (a callable lr by its type only)."""
+    """The hyper-parameters that must agree across ranks; a callable lr by its type and its
+    values at a spread of steps (a schedule that fails at one of them, by where it fails)."""
     hyper = opt.hyper_parameters()
     if callable(hyper.get("lr")):
-        hyper["lr"] = type(hyper["lr"]).__name__
+        values = []
+        for t in (0, 1, 2, 10, 100, 1000, 10 ** 4, 10 ** 5, 10 ** 6):
+            try:
+                values.append(float(opt.lr_at(t)))
+            except (ArithmeticError, ValueError, TypeError):
+                values.append(f"fails at step {t}")
+                break
+        hyper["lr"] = (type(hyper["lr"]).__name__, tuple(values))
     return type(opt).__name__, tuple(sorted(hyper.items()))
+
+
+def _sampled_rows_crc(rows, n_samples=64):
+    """CRC32 of a spread of rows (the first and last among them), in the model's dtype: ranks
+    handed different data (another file, another shard) differ here, at the cost of a few rows."""
+    if rows.n == 0:
+        return 0
+    picks = np.unique(np.linspace(0, rows.n - 1, min(rows.n, n_samples)).astype(np.intp))
+    return zlib.crc32(rows.take(picks).tobytes())
+
+
+def _agreed(coll, check, what):
+    """check()'s result on every rank, or an error on every rank: the refusing rank's own, the
+    others a ValueError naming the ranks that refused (each reports why)."""
+    try:
+        result, refused = check(), None
+    except Exception as exc:  # told to the other ranks, then raised here
+        result, refused = None, exc
+    flags = coll.allgather(np.array([refused is not None], dtype=np.int64), f"agreement on {what}")
+    if refused is not None:
+        raise refused
+    if flags.any():
+        ranks = [int(r) for r in np.flatnonzero(flags[:, 0])]
+        raise ValueError(f"distributed fit: rank(s) {ranks} refused {what} (each reports why); every rank stops")
+    return result
 
 
 def _default_threads(local_batch, model, ranks_here):
@@ -601,12 +634,20 @@ class DistributedRunner(LocalRunner):
         return bool(flags[:, 0].any())
 
 
+def _check_timeout(timeout):
+    if isinstance(timeout, (bool, np.bool_)) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
 def evaluate(model, X, y, loss, comm=None, timeout=DEFAULT_TIMEOUT):
     """``fastfit.evaluate`` across ranks: each rank predicts its share of the rows
     (X full on every rank, or a memmap); the same dict on every rank."""
     MPI = _mpi()
     comm = MPI.COMM_WORLD if comm is None else comm
-    coll = _Collectives(comm, MPI, float(timeout))
+    coll = _Collectives(comm, MPI, _check_timeout(timeout))
     loss = get_loss(loss)
     rows = _SharedRows(X, "X", model.n_inputs, model.dtype)
     Y, labels = loss.targets(y, rows.n, model.n_outputs, model.dtype)
@@ -625,7 +666,9 @@ def _check_checkpoint_folder(coll, checkpoint):
     problem = ""
     if checkpoint is not None and coll.rank == 0:
         folder = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
-        if not os.path.isdir(folder):
+        if os.path.isdir(checkpoint):
+            problem = f"checkpoint {os.fspath(checkpoint)!r} is a folder; give a file name in it"
+        elif not os.path.isdir(folder):
             problem = f"checkpoint {os.fspath(checkpoint)!r}: the folder {folder!r} does not exist"
         elif not os.access(folder, os.W_OK):
             problem = f"checkpoint {os.fspath(checkpoint)!r}: the folder {folder!r} cannot be written"
@@ -686,31 +729,33 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
     """
     MPI = _mpi()
     comm = MPI.COMM_WORLD if comm is None else comm
-    if not (isinstance(timeout, numbers.Real) and timeout > 0 and math.isfinite(timeout)):
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    coll = _Collectives(comm, MPI, float(timeout))
+    coll = _Collectives(comm, MPI, _check_timeout(timeout))
 
-    # ---- local checks: deterministic, so every rank given the same arguments agrees
-    if seed is None:
-        raise ValueError("distributed fit needs an explicit seed: every rank must draw the same batches")
-    if compress not in (None, "bfloat16"):
-        raise ValueError(f"compress must be None or 'bfloat16', got {compress!r}")
-    if compress is not None and np.dtype(model.dtype) != np.float32:
-        raise ValueError("compress='bfloat16' needs a float32 model (its sums are formed in float32)")
-    if not isinstance(overlap, (bool, np.bool_)):
-        raise TypeError(f"overlap must be True or False, got {overlap!r}")
-    if not (isinstance(exchange, str) and exchange in EXCHANGES):
-        raise ValueError(f"exchange must be one of {EXCHANGES}, got {exchange!r}")
-    if exchange == "factors" and (compress is not None or overlap):
-        raise ValueError("exchange='factors' sends activations and output gradients, exactly and as soon as each "
-                         "is final: compress and overlap apply to the gradient all-reduce (exchange='gradient')")
-    if n_threads is not None:
-        n_threads = _threads.thread_count(n_threads)
-    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(f"checkpoint must be a file path (str or os.PathLike), got {checkpoint!r}")
-    a = check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, validation_data,
-                            validation_split, early_stopping, drop_last, patience, min_delta, callbacks, verbose,
-                            as_rows=lambda arr, name: _SharedRows(arr, name, model.n_inputs, model.dtype))
+    # ---- local checks: deterministic, so every rank given the same arguments agrees; a rank
+    # that refuses its own arguments says so to the others, which stop too (not at the timeout)
+    def checked():
+        if seed is None:
+            raise ValueError("distributed fit needs an explicit seed: every rank must draw the same batches")
+        if compress not in (None, "bfloat16"):
+            raise ValueError(f"compress must be None or 'bfloat16', got {compress!r}")
+        if compress is not None and np.dtype(model.dtype) != np.float32:
+            raise ValueError("compress='bfloat16' needs a float32 model (its sums are formed in float32)")
+        if not isinstance(overlap, (bool, np.bool_)):
+            raise TypeError(f"overlap must be True or False, got {overlap!r}")
+        if not (isinstance(exchange, str) and exchange in EXCHANGES):
+            raise ValueError(f"exchange must be one of {EXCHANGES}, got {exchange!r}")
+        if exchange == "factors" and (compress is not None or overlap):
+            raise ValueError("exchange='factors' sends activations and output gradients, exactly and as soon as each "
+                             "is final: compress and overlap apply to the gradient all-reduce (exchange='gradient')")
+        if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+            raise TypeError(f"checkpoint must be a file path (str or os.PathLike), got {checkpoint!r}")
+        threads = None if n_threads is None else _threads.thread_count(n_threads)
+        return check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, validation_data,
+                                   validation_split, early_stopping, drop_last, patience, min_delta, callbacks,
+                                   verbose, as_rows=lambda arr, name: _SharedRows(arr, name, model.n_inputs,
+                                                                                  model.dtype)), threads
+
+    a, n_threads = _agreed(coll, checked, "the fit's arguments")
     optimizer = a.optimizer
 
     with model.exclusive("distributed fit"):
@@ -724,23 +769,27 @@ def fit(model, X, y, loss, optimizer=None, batch_size=64, epochs=10, seed=0, *, 
                      ("validation rows", -1 if a.val is None else a.val[4] - a.val[3]),
                      ("early_stopping", (bool(early_stopping), a.patience, float(a.min_delta), bool(restore_best))),
                      ("checkpoint", checkpoint is not None), ("overlap", bool(overlap)), ("compress", repr(compress)),
-                     ("exchange", exchange)]
+                     ("exchange", exchange), ("X (sampled rows)", _sampled_rows_crc(a.rows)),
+                     ("validation X (sampled rows)", 0 if a.val is None else _sampled_rows_crc(a.val[0]))]
             ranks_here = _check_same_everywhere(coll, items)
             _check_finite_sharded(coll, a.rows.X, "X", model.dtype)
             if a.val is not None and a.val[0] is not a.rows:
                 _check_finite_sharded(coll, a.val[0].X, "validation X", model.dtype)
             _check_checkpoint_folder(coll, checkpoint)
 
-        # ---- rank 0's starting point everywhere: parameters, step count, optimizer state
-        state = optimizer.state_dict()
+        # ---- rank 0's starting point everywhere: parameters, step count, optimizer state, received
+        # into copies and checked (on every rank alike) before they replace this rank's own
+        state = optimizer.state_dict()  # its buffers are copies
         head = np.array([state["t"], int(state["lookahead"])], dtype=np.int64)
         coll.bcast(head, "broadcast of the step count")
-        coll.bcast(model.params, "broadcast of the parameters")
-        buffers = optimizer.state_buffers()  # the optimizer's own arrays: received in place
-        for buf in buffers.values():
+        params = model.params.copy()
+        coll.bcast(params, "broadcast of the parameters")
+        for buf in state["buffers"].values():
             coll.bcast(buf, "broadcast of the optimizer state")
-        state.update(t=int(head[0]), lookahead=bool(head[1]), buffers=buffers)
-        optimizer.load_state_dict(state)
+        state.update(t=int(head[0]), lookahead=bool(head[1]))
+        received = type(optimizer)(**optimizer.hyper_parameters()).load_state_dict(state)  # checks it all
+        model.params = params  # checked: finite in the model's dtype
+        optimizer.load_state_dict(received.state_dict())
         optimizer.bind(model)
 
         if n_threads is None:

@@ -5,6 +5,7 @@ the test instead of stalling the suite. Skipped, saying why, where mpi4py or
 an ``mpiexec`` is not installed (``pip install mpi4py mpich`` brings both).
 """
 import json
+import math
 import os
 import shutil
 import signal
@@ -12,11 +13,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 import fastfit as ff
 
 pytest.importorskip("mpi4py", reason="fastfit.distributed needs mpi4py: pip install mpi4py mpich")
+from fastfit import distributed  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = os.path.join(HERE, "mpi_scripts")
@@ -173,6 +176,10 @@ def test_errors_are_raised_on_every_rank(equivalence):
     assert "NaN" in found["nan"] and "[50, 1]" in found["nan"]
     assert isinstance(found["nonfinite"], list)
     assert "exchange must be one of ('gradient', 'factors'), got 'activations'" in found["exchange"]
+    assert "different X (sampled rows)" in found["other_X"], found["other_X"]
+    assert "different optimizer" in found["other_schedule"], found["other_schedule"]
+    assert found["one_rank_refuses"] == [True, True]  # each rank's own message, at once
+    assert found["bad_state"] == [True, True, True]
     for key in ("factors_compress", "factors_overlap"):
         assert "exchange='factors'" in found[key] and "compress and overlap" in found[key], found[key]
 
@@ -240,3 +247,27 @@ def test_compressed_sums_train_mnist1d_as_well_as_exact_ones(launcher, tmp_path)
     assert abs(r["bfloat16_after"] - r["exact"]) <= 0.01, r
     assert r["differ"], "the compressed fit gave the exact fit's parameters: nothing was compressed"
     assert r["ranks_identical"], r
+
+
+@pytest.mark.parametrize("timeout,exc", [(-1, ValueError), (math.inf, ValueError), ("x", TypeError),
+                                         (True, TypeError)], ids=repr)
+def test_bad_timeout_is_refused_by_fit_and_evaluate(timeout, exc):
+    """Checked in this process before any message: a bad timeout would abort the job."""
+    from mpi4py import MPI
+    model = ff.MLP([3, 4, 2], seed=0)
+    X, y = np.zeros((8, 3)), np.arange(8) % 2
+    for call in (lambda: distributed.evaluate(model, X, y, "cross_entropy", comm=MPI.COMM_SELF, timeout=timeout),
+                 lambda: distributed.fit(model, X, y, "cross_entropy", comm=MPI.COMM_SELF, timeout=timeout)):
+        with pytest.raises(exc, match="timeout"):
+            call()
+
+
+def test_a_checkpoint_that_names_a_folder_is_refused_before_training(tmp_path):
+    from mpi4py import MPI
+    model, opt = ff.MLP([3, 4, 2], seed=0), ff.Adam()
+    before = model.params.copy()
+    with pytest.raises(ValueError, match="is a folder"):
+        distributed.fit(model, np.zeros((8, 3)), np.arange(8) % 2, "cross_entropy", opt, comm=MPI.COMM_SELF,
+                           checkpoint=str(tmp_path), verbose=0)
+    np.testing.assert_array_equal(model.params, before)
+    assert opt.state_dict()["bound"] is None

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 
 import numpy as np
 from mpi4py import MPI
@@ -179,6 +180,40 @@ def errors():
         found["nan"] = "no error"
     except ValueError as exc:
         found["nan"] = str(exc)
+    # ranks handed different X of the same shape, or different schedules: refused before any step
+    for name, X_here, lr in (("other_X", X + 5.0 * rank, 0.1),
+                             ("other_schedule", X, ff.schedules.ExponentialDecay(0.1, 0.5 + 0.4 * rank))):
+        model = ff.MLP([3, 4, 2], dtype=np.float64)
+        before = model.params.copy()
+        try:
+            distributed.fit(model, X_here, y, "cross_entropy", ff.SGD(lr), batch_size=16, epochs=1, comm=comm,
+                            timeout=30, verbose=0)
+            found[name] = "no error"
+        except ValueError as exc:
+            found[name] = str(exc) if np.array_equal(before, model.params) else "model changed"
+    # an argument only one rank refuses: every rank raises at once (not at the timeout)
+    start = time.perf_counter()
+    try:
+        distributed.fit(ff.MLP([3, 4, 2], dtype=np.float64), X, y, "cross_entropy", ff.SGD(0.1),
+                        batch_size=16 if rank == 0 else 0, epochs=1, comm=comm, timeout=30, verbose=0)
+        found["one_rank_refuses"] = "no error"
+    except ValueError as exc:
+        found["one_rank_refuses"] = ["batch_size" in str(exc) if rank else "rank(s) [1] refused" in str(exc),
+                                     time.perf_counter() - start < 10]
+    # rank 0's optimizer state damaged in place: refused on every rank, and no rank's own
+    # parameters or state replaced by what was refused
+    model, opt = ff.MLP([3, 4, 2], dtype=np.float64, seed=rank), ff.Adam(0.01)
+    ff.fit(model, X, y, "cross_entropy", opt, batch_size=16, epochs=1, verbose=0)
+    if rank == 0:
+        opt.state_buffers()["v"][0] = -1.0
+    before, v_before = model.params.copy(), opt.state_buffers()["v"].copy()
+    try:
+        distributed.fit(model, X, y, "cross_entropy", opt, batch_size=16, epochs=1, comm=comm, timeout=30, verbose=0)
+        found["bad_state"] = "no error"
+    except ValueError as exc:
+        found["bad_state"] = ["'v'" in str(exc) if rank == 0 else "rank(s) [0] refused" in str(exc),
+                              bool(np.array_equal(before, model.params)),
+                              bool(np.array_equal(v_before, opt.state_buffers()["v"]))]
     # a diverging fit stops on every rank at the same step
     try:
         distributed.fit(ff.MLP([3, 64, 2], dtype=np.float64), X * 1e150, y, "cross_entropy", ff.SGD(1e10),
