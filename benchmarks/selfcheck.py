@@ -297,6 +297,9 @@ def _synthetic():
 
 
 def main(argv):
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip())
+        return 0
     with_compile = "--compile" in argv
     paths = [a for a in argv if not a.startswith("--")]
     t0 = time.perf_counter()

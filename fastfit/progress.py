@@ -65,9 +65,11 @@ class _PlainLine:
 
 
 class _Tqdm:
-    def __init__(self, epochs, stream):
+    def __init__(self, epochs, stream, started=None):
         from tqdm.auto import tqdm
         self.bar = tqdm(total=epochs, unit="epoch", file=stream, dynamic_ncols=True, leave=True)
+        if started is not None:  # shown late (verbose="auto"): its clock starts with the fit's
+            self.bar.start_t = self.bar.last_print_t = started
 
     def update_steps(self, epoch, done, total):
         pass
@@ -122,12 +124,13 @@ class _Delayed:
     def __init__(self, make, delay=2.0):
         self.make, self.delay = make, delay
         self.start = time.perf_counter()
+        self.started = time.time()  # the clock tqdm keeps
         self.inner = None
         self.records = []
 
     def _ready(self):
         if self.inner is None and time.perf_counter() - self.start >= self.delay:
-            self.inner = self.make()
+            self.inner = self.make(self.started)
             for record in self.records:
                 self.inner.end_epoch(record)
         return self.inner
@@ -172,9 +175,9 @@ def make_progress(verbose, epochs, samples_per_epoch, stream=None):
         return _EpochLines(epochs, stream or sys.stdout)
     stream = stream or sys.stderr
 
-    def make():
+    def make(started=None):
         try:
-            return _Tqdm(epochs, stream)
+            return _Tqdm(epochs, stream, started)
         except ImportError:  # no tqdm, or tqdm's notebook widget without ipywidgets
             return _PlainLine(epochs, stream)
 

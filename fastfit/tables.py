@@ -206,7 +206,8 @@ class _Table:
             n = int(bad_rows.sum())
             raise DataError(
                 f"{self.path} line {self.lines[r]}, column {self.names[positions[c]]!r}: missing value "
-                f"({n:,} row{'s' if n > 1 else ''} in all have one in the columns used): fill them in or "
+                f"({n:,} row{'s' if n > 1 else ''} in all {'have' if n > 1 else 'has'} a missing value in the "
+                "columns used): fill them in or "
                 "delete those rows; fastfit does not guess values")
 
     def numbers(self, positions):
@@ -421,7 +422,7 @@ def training_data(path, target=None, sep=None, index_col="auto", drop=()):
         raise DataError("--target is needed for a text table: the name of the column to predict")
     table = read_table(path, sep, index_col)
     t = table.positions([target], "the target")[0]
-    dropped = set(table.positions(drop, "--drop names")) if drop else set()
+    dropped = set(table.positions(drop, "--drop: the column")) if drop else set()
     if t in dropped:
         raise DataError(f"--drop leaves out {target!r}, the target")
     feature_pos = [k for k in range(len(table.names)) if k != t and k not in dropped]
