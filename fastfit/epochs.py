@@ -160,12 +160,7 @@ def check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, 
         optimizer = Adam()
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a fastfit optimizer (SGD, Adam, AdamW, NormalizedGD), got {optimizer!r}")
-    # a value written into the buffers in place (a layer's W[i, j] = nan) is not checked when
-    # written; the fit would otherwise blame its first non-finite loss on the learning rate
-    if not _core.all_finite(model.params):
-        raise ValueError("the model's parameters hold NaN or infinity before the fit (written into model.params "
-                         "or a layer's W or b in place?): assign finite values, or build a new model")
-    optimizer.check_state()
+    optimizer_was_unbound = optimizer._bound is None  # no state yet: a failed start unbinds it again
     rows = as_rows(X, "X")
     Y, labels = loss.targets(y, rows.n, model.n_outputs, model.dtype)
     epochs = _checks.positive_int(epochs, "epochs")
@@ -216,7 +211,8 @@ def check_fit_arguments(model, X, y, loss, optimizer, batch_size, epochs, seed, 
     if error is not None:
         raise error
     rng = _checks.random_generator(seed)
-    return FitArguments(loss=loss, optimizer=optimizer, rows=rows, Y=Y, labels=labels, val=val, N=n_train,
+    return FitArguments(loss=loss, optimizer=optimizer, optimizer_was_unbound=optimizer_was_unbound,
+                        rows=rows, Y=Y, labels=labels, val=val, N=n_train,
                         early_stopping=bool(early_stopping),
                         batch_size=bs, n_batches=n_batches, epochs=epochs, patience=patience,
                         min_delta=min_delta, callbacks=callbacks, rng=rng)
@@ -376,6 +372,23 @@ class LocalRunner:
         return interrupt.raised
 
 
+def _refuse_a_damaged_start(model, a):
+    """A fit whose very first step failed may have started from values written into the buffers
+    in place (a layer's W[i, j] = nan, a state buffer through state_buffers()), which nothing
+    checks when they are written: ValueError then, rather than blaming the learning rate. No step
+    was kept, so the model is as it was; an optimizer the fit bound is unbound again. Asked only
+    on this failure: a check of every buffer before each fit would cost a pass over them."""
+    try:
+        if not _core.all_finite(model.params):
+            raise ValueError("the model's parameters held NaN or infinity before the fit (written into "
+                             "model.params or a layer's W or b in place?): assign finite values, or build a new model")
+        a.optimizer.check_state()
+    except ValueError:
+        if a.optimizer_was_unbound:
+            a.optimizer.__dict__.update(_state={}, _bound=None, _model=None)
+        raise
+
+
 def _not_finite_message(result, epoch, step, n_batches, optimizer):
     what = ("the loss is not finite" if result.stop == RunResult.LOSS_NOT_FINITE
             else "an update made the parameters infinite or NaN")
@@ -414,17 +427,19 @@ def run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle,
     loss, optimizer, N, n_batches = a.loss, a.optimizer, a.N, a.n_batches
     history = History()
 
-    def move(to_point, epoch, step):
+    def move(to_point, epoch, step, at_start=False):
         """Nesterov's prepare or finalize; a point not finite in the model's dtype stops the fit."""
         try:
             to_point(model)
         except NonFiniteLossError:
             raise
         except FloatingPointError as exc:
+            if at_start:
+                _refuse_a_damaged_start(model, a)
             raise NonFiniteLossError(f"{exc}; the fit stopped and the model keeps the parameters of the last "
                                      "completed step", epoch, step, history) from None
 
-    move(optimizer.prepare, 1, 1)
+    move(optimizer.prepare, 1, 1, at_start=True)
     progress = make_progress(verbose if rank0 else 0, a.epochs, N)
     epoch_end = EpochEnd(early_stopping, a.patience, a.min_delta, restore_best, a.callbacks,
                          monitor="val_loss" if a.val is not None else "loss")
@@ -454,6 +469,8 @@ def run_epochs(model, a, runner, early_stopping, restore_best, verbose, shuffle,
                     total, hits, rows, done = total + result.total, hits + result.hits, rows + result.rows, \
                         done + result.steps
                     if result.stop != RunResult.CONTINUE:
+                        if epoch == 1 and done == 0:
+                            _refuse_a_damaged_start(model, a)
                         raise NonFiniteLossError(_not_finite_message(result, epoch, done + 1, n_batches, optimizer),
                                                  epoch, done + 1, history)
                     if schedule_error is not None:

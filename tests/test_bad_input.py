@@ -845,11 +845,27 @@ def test_bad_n_threads(n_threads, exc, setup):
     rejected(exc, "n_threads", lambda: model.memory_report(8, n_threads=n_threads))
 
 
-def test_fit_refuses_parameters_made_non_finite_in_place(setup):
+def failed_start(exc_text, model, opt, call):
+    """call() is a fit whose first step fails because of values written in place before it: a
+    ValueError saying so (not NonFiniteLossError's blame on the learning rate), no step kept (the
+    parameters and the optimizer's step count and state as they were), a fresh optimizer unbound.
+    (Unlike a refused argument, the fit ran its first step: the gradient buffer holds its work.)"""
+    params, state = model.params.copy(), opt.state_dict()
+    with pytest.raises(ValueError) as info:
+        call()
+    assert type(info.value) is ValueError and exc_text in str(info.value), info.value
+    assert "learning rate" not in str(info.value)
+    np.testing.assert_array_equal(model.params, params)
+    after = opt.state_dict()
+    assert after["t"] == state["t"] and after["bound"] == state["bound"]
+    for key, value in state["buffers"].items():
+        np.testing.assert_array_equal(after["buffers"][key], value)
+
+
+def test_a_fit_from_parameters_made_non_finite_in_place_says_so(setup):
     model, opt = setup
     model.layers[0].W[0, 0] = np.nan  # in place: no check sees it
-    err = rejected(ValueError, "parameters", lambda: fit(model, X_GOOD, LABELS, opt=opt), model, opt)
-    assert "learning rate" not in str(err)
+    failed_start("parameters held NaN", model, opt, lambda: fit(model, X_GOOD, LABELS, opt=opt))
 
 
 @pytest.mark.parametrize("kind", ["sgd", "momentum", "adam"])
@@ -1026,12 +1042,12 @@ def test_copies_of_models_and_optimizers_are_independent():
     rejected(AttributeError, "layers", assigned(model, "layers", twin.layers), model)
 
 
-def test_state_damaged_in_place_and_a_step_count_at_its_end_are_refused_before_anything_changes():
+def test_state_damaged_in_place_and_a_step_count_at_its_end_are_refused():
     model, opt = ff.MLP(SIZES, seed=0), ff.Adam(1e-2)
     fit(model, X_GOOD, LABELS, opt=opt)
     v = opt.state_buffers()["v"]
     v[3] = -1.0  # in place: a second moment no step could make
-    rejected(ValueError, "'v'", lambda: fit(model, X_GOOD, LABELS, opt=opt), model, opt)
+    failed_start("'v' holds negative values", model, opt, lambda: fit(model, X_GOOD, LABELS, opt=opt))
     out = model.forward(X_GOOD.astype(np.float32))
     model.backward(np.zeros_like(out))
     v[3] = 1.0
