@@ -115,6 +115,14 @@ def positive_int(value, name, minimum=1):
     return int(value)
 
 
+def batch_rows(value, name="batch_size"):
+    """A whole number of rows >= 1 that one BLAS call can take (its sizes are 32-bit)."""
+    value = positive_int(value, name)
+    if value > BLAS_INT_MAX:
+        raise ValueError(f"{name} must be at most {BLAS_INT_MAX} rows (BLAS's 32-bit sizes), got {value}")
+    return value
+
+
 def learning_rate(value, name="lr"):
     """A float > 0 or a callable schedule."""
     if callable(value):

@@ -236,14 +236,19 @@ class MLP:
         self._assign(self._net.grads, values, "grads")
 
     def _assign(self, target, values, name):
+        arr = self._checked_values(target, values, name)
+        with self.exclusive(f"assigning {name}"):
+            target[...] = arr
+
+    def _checked_values(self, target, values, name):
+        """values as an array that may be written into ``target`` (one of this model's buffers or a
+        view into one): the same shape, finite in the model's dtype; else an error naming ``name``."""
         arr = _checks._as_numeric_array(values, name)
         if arr.shape != target.shape:
             what = f"the model's {self.n_params} parameters" if target.ndim == 1 and target.size == self.n_params \
                 else "the layer's"
             raise ValueError(f"{name} must have shape {target.shape} ({what}), got {arr.shape}")
-        arr = _checks.finite_array(arr, self.dtype, name)
-        with self.exclusive(f"assigning {name}"):
-            target[...] = arr
+        return _checks.finite_array(arr, self.dtype, name)
 
     @contextlib.contextmanager
     def exclusive(self, what):
@@ -332,9 +337,7 @@ class MLP:
 
         X may be a NumPy array, a memmap, or a SciPy sparse matrix (densified a
         chunk at a time)."""
-        batch_size = _checks.positive_int(batch_size, "batch_size")
-        if batch_size > _checks.BLAS_INT_MAX:
-            raise ValueError(f"batch_size must be at most {_checks.BLAS_INT_MAX} (BLAS's 32-bit sizes), got {batch_size}")
+        batch_size = _checks.batch_rows(batch_size)
         rows = _checks.Rows(X, self.n_inputs, self.dtype)
         N = rows.n
         cap = min(N, batch_size)
@@ -362,9 +365,7 @@ class MLP:
         a fit keeps to undo a step that overflows), packing (one buffer per
         thread for fastfit's own products, where they run), and total.
         """
-        B = _checks.positive_int(batch_size, "batch_size")
-        if B > _checks.BLAS_INT_MAX:
-            raise ValueError(f"batch_size must be at most {_checks.BLAS_INT_MAX} (BLAS's 32-bit sizes), got {B}")
+        B = _checks.batch_rows(batch_size)
         if n_threads is None:
             n_threads = _threads.auto_threads(6.0 * self.n_params * B)
         else:

@@ -325,12 +325,7 @@ class _BaseMLP(BaseEstimator):
             pairs = list(enumerate(value))
         else:
             pairs = [(only, value)]
-        staged = []
-        for k, v in pairs:
-            arr = _checks._as_numeric_array(v, f"{name}[{k}]")
-            if arr.shape != views[k].shape:
-                raise ValueError(f"{name}[{k}] must have shape {views[k].shape}, got {arr.shape}")
-            staged.append((views[k], _checks.finite_array(arr, model.dtype, f"{name}[{k}]")))
+        staged = [(views[k], model._checked_values(views[k], v, f"{name}[{k}]")) for k, v in pairs]
         with model.exclusive(f"assigning {name}"):
             for target, arr in staged:
                 target[...] = arr
